@@ -1,0 +1,34 @@
+"""Shared tiny fixtures: one small model and task so that compiled functions are reused."""
+
+import os
+
+# Tests run on CPU; keep XLA from grabbing every core's worth of threads per test process.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+import jax
+import pytest
+
+from tokenzero import model as model_lib
+from tokenzero.config import ModelConfig
+from tokenzero.tasks import Sort
+
+
+@pytest.fixture(scope="session")
+def sort_task():
+  return Sort(length=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(sort_task):
+  return ModelConfig(vocab_size=sort_task.tokenizer.vocab_size, num_layers=2, num_heads=2,
+                     d_model=16, context=sort_task.prompt_len + sort_task.max_new_tokens)
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_config):
+  params = model_lib.init_params(tiny_config, jax.random.key(0))
+  # Random init gives near-uniform policies; a little noise makes the tests' logits distinct.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  return jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape)
+                                   for x, k in zip(leaves, keys)])

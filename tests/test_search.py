@@ -1,0 +1,136 @@
+"""Search: KV-incremental == full-recompute reference, planted rewards are found, and the
+tree is never sized by the vocabulary."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokenzero import decoding, episode as episode_lib, prompts, search as search_lib
+from tokenzero.config import SearchConfig
+
+B = 4
+
+
+@pytest.fixture(scope="module")
+def batch(sort_task):
+  texts = sort_task.sample(np.random.default_rng(0), B)
+  return prompts.encode_batch(sort_task.tokenizer, texts, sort_task.prompt_len)
+
+
+def _allowed(task):
+  tok = task.tokenizer
+  return decoding.allowed_tokens(tok.vocab_size, [tok.pad_id, tok.sep_id])
+
+
+def _run(params, config, task, batch, search_config, reward_fn, key, *, prefix=(),
+         max_new_tokens=None):
+  max_new_tokens = max_new_tokens or task.max_new_tokens
+
+  @jax.jit
+  def f(params, tokens, lengths, key):
+    state = episode_lib.start(params, config, tokens, lengths, max_new_tokens)
+    for token in prefix:  # search from deeper in the answer, too
+      state = episode_lib.step(params, config, state, jnp.full((B,), token), task.tokenizer.eos_id)
+    out = search_lib.run_search(params, config, search_config, state, key, reward_fn=reward_fn,
+                                allowed=_allowed(task), eos_id=task.tokenizer.eos_id)
+    return out
+
+  return f(params, batch.tokens, batch.lengths, key)
+
+
+@pytest.mark.parametrize("algorithm,prefix", [("gumbel", ()), ("gumbel", (4, 5)), ("puct", (6,))])
+def test_incremental_search_equals_full_recompute(tiny_params, tiny_config, sort_task, batch,
+                                                  algorithm, prefix):
+  outs = [
+      _run(tiny_params, tiny_config, sort_task, batch,
+           SearchConfig(algorithm=algorithm, num_simulations=12, top_k=6, incremental=inc),
+           sort_task.jax_reward(), jax.random.key(7), prefix=prefix)
+      for inc in (True, False)
+  ]
+  fast, slow = outs
+  np.testing.assert_array_equal(fast.action, slow.action)
+  np.testing.assert_array_equal(fast.candidates, slow.candidates)
+  np.testing.assert_allclose(fast.action_weights, slow.action_weights, atol=1e-5)
+  np.testing.assert_allclose(fast.search_value, slow.search_value, atol=1e-5)
+
+
+def _planted_reward(planted):
+  """Reward 1 only when the completion starts with the planted tokens."""
+  planted = jnp.asarray(planted)
+
+  def reward(prompt, prompt_len, completion, completion_len):
+    del prompt, prompt_len, completion_len
+    return jnp.all(completion[:, :planted.shape[0]] == planted, axis=-1).astype(jnp.float32)
+
+  return reward
+
+
+@pytest.mark.parametrize("algorithm,sims", [("gumbel", 32), ("puct", 64)])
+def test_search_finds_planted_token(tiny_params, tiny_config, sort_task, batch, algorithm, sims):
+  # The prior's least likely allowed first token is the only one that pays.
+  state = episode_lib.start(tiny_params, tiny_config, batch.tokens, batch.lengths, 1)
+  prior = episode_lib.mask_logits(state.logits, _allowed(sort_task))
+  planted = int(jnp.argmin(jnp.where(jnp.isfinite(prior[0]), prior[0], jnp.inf)))
+  assert int(jnp.argmax(prior[0])) != planted
+  out = _run(tiny_params, tiny_config, sort_task, batch,
+             SearchConfig(algorithm=algorithm, num_simulations=sims, top_k=16),
+             _planted_reward([planted]), jax.random.key(0), max_new_tokens=1)
+  if algorithm == "gumbel":  # PUCT samples its action from the visit counts.
+    assert int(out.token[0]) == planted
+  best_slot = int(jnp.argmax(out.action_weights[0]))
+  assert int(out.candidates[0, best_slot]) == planted
+
+
+def test_search_finds_planted_pair_two_deep(tiny_params, tiny_config, sort_task, batch):
+  planted = [7, 3]
+  out = _run(tiny_params, tiny_config, sort_task, batch,
+             SearchConfig(num_simulations=128, top_k=16), _planted_reward(planted),
+             jax.random.key(1), max_new_tokens=2)
+  np.testing.assert_array_equal(out.token, planted[0])
+  best = jnp.take_along_axis(out.candidates, jnp.argmax(out.action_weights, -1)[:, None], 1)
+  np.testing.assert_array_equal(best[:, 0], planted[0])
+
+
+@pytest.mark.parametrize("algorithm", ["gumbel", "puct"])
+def test_action_weights_are_a_distribution_over_valid_candidates(
+    tiny_params, tiny_config, sort_task, batch, algorithm):
+  out = _run(tiny_params, tiny_config, sort_task, batch,
+             SearchConfig(algorithm=algorithm, num_simulations=8), sort_task.jax_reward(),
+             jax.random.key(2))
+  np.testing.assert_allclose(out.action_weights.sum(-1), 1.0, atol=1e-5)
+  assert np.all(np.asarray(out.action_weights)[~np.asarray(out.valid)] == 0)
+  pad, sep = sort_task.tokenizer.pad_id, sort_task.tokenizer.sep_id
+  valid_ids = np.asarray(out.candidates)[np.asarray(out.valid)]
+  assert pad not in valid_ids and sep not in valid_ids
+
+
+def test_tree_is_sized_by_candidates_not_vocab(tiny_params, tiny_config, sort_task, batch):
+  """No array of the search has a [.., V] trailing axis once K < V."""
+  import mctx
+  captured = {}
+  original = mctx.gumbel_muzero_policy
+
+  def spy(*args, **kwargs):
+    out = original(*args, **kwargs)
+    captured["tree"] = out.search_tree
+    return out
+
+  search_config = SearchConfig(num_simulations=6, top_k=4)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(mctx, "gumbel_muzero_policy", spy)
+    state = episode_lib.start(tiny_params, tiny_config, batch.tokens, batch.lengths, 4)
+    search_lib.run_search(tiny_params, tiny_config, search_config, state, jax.random.key(0),
+                          reward_fn=sort_task.jax_reward(), allowed=_allowed(sort_task),
+                          eos_id=2)
+  tree = captured["tree"]
+  vocab = tiny_config.vocab_size
+  assert tree.children_prior_logits.shape == (B, 7, 4)
+  for leaf in jax.tree.leaves(tree):
+    assert vocab not in leaf.shape[2:], leaf.shape
+  node = tree.embeddings
+  depth = 4
+  assert node.path_k.shape == (B, 7, depth, tiny_config.num_layers, tiny_config.kv_heads,
+                               tiny_config.dim_per_head)

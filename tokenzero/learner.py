@@ -1,0 +1,101 @@
+"""Learner: distil the search policy and the returns into the network with optax.
+
+loss = cross-entropy(search policy, network policy) + value_loss_weight * (value - return)^2,
+both averaged over the steps where a decision was taken. The optimizer is optax's AdamW behind
+global-norm clipping, with warmup + cosine decay, wrapped in `optax.apply_if_finite` so that a
+non-finite gradient skips the update (and is counted) instead of poisoning the params.
+
+Dimension letters: B batch, T answer steps, K candidates, V vocab.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tokenzero import model as model_lib
+from tokenzero.config import ModelConfig, OptimConfig
+from tokenzero.selfplay import Trajectory
+
+
+class LossInfo(NamedTuple):
+  loss: jax.Array  # []
+  loss_policy: jax.Array  # []
+  loss_value: jax.Array  # []
+  policy_entropy: jax.Array  # [] entropy of the network policy on the trained steps
+
+
+class TrainMetrics(NamedTuple):
+  loss: jax.Array  # [steps]
+  loss_policy: jax.Array  # [steps]
+  loss_value: jax.Array  # [steps]
+  policy_entropy: jax.Array  # [steps]
+  grad_norm: jax.Array  # [steps]
+  skipped: jax.Array  # [steps] bool: update skipped for a non-finite gradient
+
+
+def make_optimizer(config: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+  total_steps = max(total_steps, config.warmup_steps + 1)
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
+      decay_steps=total_steps,
+      end_value=config.learning_rate * config.final_learning_rate_fraction)
+  inner = optax.chain(
+      optax.clip_by_global_norm(config.grad_clip),
+      optax.adamw(schedule, weight_decay=config.weight_decay))
+  # The count of consecutive skips lives in the state; the loop stops a run that keeps failing.
+  return optax.apply_if_finite(inner, max_consecutive_errors=1_000_000)
+
+
+def step_outputs(params, config: ModelConfig, traj: Trajectory):
+  """Network logits [B, T, V] and values [B, T] at every decision state of the trajectories."""
+  out = model_lib.forward(params, config, traj.tokens)
+  steps = jnp.arange(traj.policy_ids.shape[1])
+  positions = traj.prompt_len[:, None] - 1 + steps[None, :]  # state before answer token t
+  positions = jnp.minimum(positions, traj.tokens.shape[1] - 1)
+  logits = jnp.take_along_axis(out.logits, positions[:, :, None], axis=1)
+  value = jnp.take_along_axis(out.value, positions, axis=1)
+  return logits, value
+
+
+def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: float):
+  logits, value = step_outputs(params, config, traj)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, V]
+  target_log_probs = jnp.take_along_axis(log_probs, traj.policy_ids, axis=-1)  # [B, T, K]
+  policy_ce = -jnp.sum(traj.policy_weights * target_log_probs, axis=-1)  # [B, T]
+  mask = traj.step_mask.astype(jnp.float32)
+  denom = jnp.maximum(mask.sum(), 1.0)
+  loss_policy = jnp.sum(policy_ce * mask) / denom
+  value_err = (value - traj.reward[:, None]) ** 2
+  loss_value = jnp.sum(value_err * mask) / denom
+  entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+  loss = loss_policy + value_loss_weight * loss_value
+  return loss, LossInfo(loss, loss_policy, loss_value, jnp.sum(entropy * mask) / denom)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps",
+                                             "value_loss_weight"), donate_argnums=(0, 1))
+def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
+                optimizer: optax.GradientTransformation, num_steps: int,
+                value_loss_weight: float):
+  """`num_steps` optimizer steps on one batch of trajectories (pgx style: fresh data each
+  iteration). Returns new params, optimizer state and per-step `TrainMetrics`."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def one_step(carry, _):
+    params, opt_state = carry
+    (_, info), grads = grad_fn(params, config, traj, value_loss_weight)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    finite = new_opt_state.last_finite
+    metrics = TrainMetrics(info.loss, info.loss_policy, info.loss_value, info.policy_entropy,
+                           optax.global_norm(grads), ~finite)
+    return (params, new_opt_state), metrics
+
+  (params, opt_state), metrics = jax.lax.scan(one_step, (params, opt_state), None,
+                                              length=num_steps)
+  return params, opt_state, metrics

@@ -1,0 +1,94 @@
+"""Self-play: search at every decoding step, act, and record search-improved targets.
+
+One jitted `lax.scan` over the answer budget. At each step the search runs from every row's
+current end, an action is picked (sampled from the search policy with a temperature, or the
+search's own choice, or, with probability `random_action_prob`, a uniform random candidate),
+and the token is appended. Policy targets are mctx's `action_weights` kept as (token id, weight)
+pairs over the K candidates, so no target is sized by the vocabulary.
+
+Dimension letters: B batch, P prompt slots, T answer budget, K candidates.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from tokenzero import episode as episode_lib
+from tokenzero import search as search_lib
+from tokenzero.config import ModelConfig, SearchConfig, SelfPlayConfig
+from tokenzero.tasks import TokenReward
+
+
+class Trajectory(NamedTuple):
+  prompt: jax.Array  # [B, P]
+  prompt_len: jax.Array  # [B]
+  tokens: jax.Array  # [B, P + T] prompt then completion
+  completion: jax.Array  # [B, T]
+  completion_len: jax.Array  # [B]
+  policy_ids: jax.Array  # [B, T, K] candidate token ids at each step
+  policy_weights: jax.Array  # [B, T, K] search policy over them (sums to 1 on live steps)
+  step_mask: jax.Array  # [B, T] bool: a decision was taken at this step
+  reward: jax.Array  # [B] episode return
+  search_value: jax.Array  # [B, T] root value backed up by the search
+  root_value: jax.Array  # [B, T] network value at the root
+
+
+def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature: jax.Array,
+                config: SelfPlayConfig) -> jax.Array:
+  """Slot to play [B]: the search's pick or a tempered sample, plus uniform exploration."""
+  sample_key, explore_key, coin_key = jax.random.split(rng, 3)
+  if config.action_selection == "search":
+    slot = search_out.action
+  elif config.action_selection == "sample":
+    logits = jnp.log(search_out.action_weights + 1e-20) / jnp.maximum(temperature, 1e-3)
+    logits = jnp.where(search_out.valid, logits, -jnp.inf)
+    slot = jax.random.categorical(sample_key, logits, axis=-1)
+  else:
+    raise ValueError(f"selfplay.action_selection must be 'sample' or 'search', got "
+                     f"{config.action_selection!r}")
+  uniform = jnp.where(search_out.valid, 0.0, -jnp.inf)
+  random_slot = jax.random.categorical(explore_key, uniform, axis=-1)
+  explore = jax.random.uniform(coin_key, slot.shape) < config.random_action_prob
+  return jnp.where(explore, random_slot, slot).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id"))
+def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: ModelConfig,
+              search_config: SearchConfig, selfplay_config: SelfPlayConfig,
+              reward_fn: TokenReward, max_new_tokens: int, eos_id: int) -> Trajectory:
+  """Plays one episode per prompt row [B, P]. `temperature` is traced: changing it never
+  recompiles."""
+  state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
+
+  def body(state, step_key):
+    search_key, act_key = jax.random.split(step_key)
+    out = search_lib.run_search(params, config, search_config, state, search_key,
+                                reward_fn=reward_fn, allowed=allowed, eos_id=eos_id)
+    slot = choose_slot(out, act_key, temperature, selfplay_config)
+    token = jnp.take_along_axis(out.candidates, slot[:, None], axis=1)[:, 0]
+    live = ~state.done
+    state = episode_lib.step(params, config, state, token, eos_id)
+    record = (out.candidates, out.action_weights, live, out.search_value, out.root_value)
+    return state, record
+
+  state, (ids, weights, live, search_value, root_value) = jax.lax.scan(
+      body, state, jax.random.split(rng, max_new_tokens))
+  reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
+  steps_first = lambda x: jnp.swapaxes(x, 0, 1)
+  return Trajectory(
+      prompt=prompt,
+      prompt_len=prompt_len,
+      tokens=state.tokens,
+      completion=state.completion,
+      completion_len=state.num_generated,
+      policy_ids=steps_first(ids),
+      policy_weights=steps_first(weights),
+      step_mask=steps_first(live),
+      reward=reward.astype(jnp.float32),
+      search_value=steps_first(search_value),
+      root_value=steps_first(root_value))
