@@ -4,6 +4,9 @@ import os
 
 # Tests run on CPU; keep XLA from grabbing every core's worth of threads per test process.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+# `tokenzero.cli.main` turns on a persistent compilation cache in ~/.cache; tests stay hermetic
+# (test_reliability gives its subprocesses a cache of their own).
+os.environ.setdefault("TOKENZERO_COMPILATION_CACHE", "off")
 
 import jax
 import pytest

@@ -1,13 +1,17 @@
 """Checkpoints with orbax: atomic (temporary directory, then rename), the last K kept.
 
 Each checkpoint holds the train state (params, optimizer state, optimizer step, iteration,
-base RNG key) and the resolved config as JSON. `restore_latest` takes the newest checkpoint that
-loads; one that is truncated or corrupt is skipped with a warning, never half-loaded.
+base RNG key), the resolved config as JSON and a SHA-256 digest of the state's bytes.
+`restore_latest` takes the newest checkpoint that loads and matches its digest; one that is
+truncated or corrupt is skipped with a warning, never half-loaded. The digest is ours because
+orbax's own files do not catch everything: a flipped byte in its data files loads silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,25 +32,34 @@ class TrainState(NamedTuple):
   rng: Any  # [2] uint32 base key data; iteration i uses fold_in(base, i)
 
 
-def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
+def _manager(directory: Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=cleanup)
   return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
 class Checkpointer:
-  """Saves and restores `TrainState`s under `directory/<iteration>`."""
+  """Saves and restores `TrainState`s under `directory/<iteration>`.
 
-  def __init__(self, directory: str | Path, keep: int = 3):
+  `writer=True` (the training run, the directory's one writer) removes the temporary
+  directories that a process killed mid-save left behind; a reader must not, since they may
+  be a live run's save in progress.
+  """
+
+  def __init__(self, directory: str | Path, keep: int = 3, *, writer: bool = False):
     self.directory = Path(directory)
-    self._manager = _manager(self.directory, keep)
+    self._manager = _manager(self.directory, keep, cleanup=writer)
 
   def save(self, state: TrainState, config: dict[str, Any]) -> None:
     iteration = int(state.iteration)
     if iteration in self._manager.all_steps():
-      return
+      # Only a checkpoint that `restore_latest` skipped as corrupt, or the same state saved
+      # twice, is here already: never keep a corrupt one in place of a good one.
+      self._manager.delete(iteration)
     self._manager.save(iteration, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)))
+        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
+        digest=ocp.args.JsonSave({"sha256": state_digest(state)})))
     self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
@@ -54,9 +67,14 @@ class Checkpointer:
 
   def restore(self, iteration: int, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    _drop_closed_loop_errors()
     restored = self._manager.restore(iteration, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore()))
-    return TrainState(*restored["state"]), dict(restored["config"])
+        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore(),
+        digest=ocp.args.JsonRestore()))
+    state = TrainState(*restored["state"])
+    if restored["digest"].get("sha256") != state_digest(state):
+      raise ValueError("the restored state does not match the digest saved with it")
+    return state, dict(restored["config"])
 
   def restore_latest(self, template: TrainState):
     """Newest checkpoint that loads -> (state, config) or None when there is none."""
@@ -74,3 +92,31 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _drop_closed_loop_errors() -> None:
+  """orbax restores on an asyncio loop of its own; when one read fails, tensorstore still hands
+  the other reads' results to that loop after it closed, and each prints a 'RuntimeError: Event
+  loop is closed' traceback through `sys.unraisablehook`. The failure itself is reported (the
+  checkpoint is skipped with a warning): drop exactly those tracebacks, pass on anything else."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_closed_loop_errors", False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook.drops_closed_loop_errors = True
+  sys.unraisablehook = hook
+
+
+def state_digest(state: TrainState) -> str:
+  """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    array = np.asarray(jax.device_get(leaf))
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()

@@ -41,8 +41,6 @@ def start(params, config: ModelConfig, prompt: jax.Array, prompt_len: jax.Array,
     raise ValueError(f"prompt ({prompt_slots}) + answer ({max_new_tokens}) tokens exceed the "
                      f"model's context ({config.context})")
   out, cache = model_lib.prefill(params, config, prompt, prompt_len, cache_size)
-  last = prompt_len - 1
-  rows = jnp.arange(batch)
   tokens = jnp.pad(prompt, [(0, 0), (0, max_new_tokens)], constant_values=pad_id)
   return Episode(
       cache=cache,
@@ -51,8 +49,8 @@ def start(params, config: ModelConfig, prompt: jax.Array, prompt_len: jax.Array,
       prompt_len=prompt_len,
       completion=jnp.full((batch, max_new_tokens), pad_id, prompt.dtype),
       num_generated=jnp.zeros((batch,), jnp.int32),
-      logits=out.logits[rows, last],
-      value=out.value[rows, last],
+      logits=out.logits,
+      value=out.value,
       done=jnp.zeros((batch,), bool),
   )
 

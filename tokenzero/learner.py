@@ -1,9 +1,11 @@
 """Learner: distil the search policy and the returns into the network with optax.
 
 loss = cross-entropy(search policy, network policy) + value_loss_weight * (value - return)^2,
-both averaged over the steps where a decision was taken. The optimizer is optax's AdamW behind
-global-norm clipping, with warmup + cosine decay, wrapped in `optax.apply_if_finite` so that a
-non-finite gradient skips the update (and is counted) instead of poisoning the params.
+both averaged over the steps where a decision was taken, + anchor_weight * the next-token loss
+on a batch of demonstrations when an anchor batch is given (`demos.lm_loss`: fresh data that
+keeps a model trained on its own outputs close to real text). The optimizer is optax's AdamW
+behind global-norm clipping, with warmup + cosine decay, wrapped in `optax.apply_if_finite` so
+that a non-finite gradient skips the update (and is counted) instead of poisoning the params.
 
 Dimension letters: B batch, T answer steps, K candidates, V vocab.
 """
@@ -19,6 +21,7 @@ import optax
 
 from tokenzero import model as model_lib
 from tokenzero.config import ModelConfig, OptimConfig
+from tokenzero.demos import DemoBatch, lm_loss
 from tokenzero.selfplay import Trajectory
 
 
@@ -27,6 +30,7 @@ class LossInfo(NamedTuple):
   loss_policy: jax.Array  # []
   loss_value: jax.Array  # []
   policy_entropy: jax.Array  # [] entropy of the network policy on the trained steps
+  loss_anchor: jax.Array  # [] LM loss on the anchor demonstrations (0 without them)
 
 
 class TrainMetrics(NamedTuple):
@@ -36,9 +40,12 @@ class TrainMetrics(NamedTuple):
   policy_entropy: jax.Array  # [steps]
   grad_norm: jax.Array  # [steps]
   skipped: jax.Array  # [steps] bool: update skipped for a non-finite gradient
+  loss_anchor: jax.Array  # [steps]
 
 
+@functools.lru_cache(maxsize=16)  # the same object for the same config: jit caches hit.
 def make_optimizer(config: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+  total_steps = config.decay_steps or total_steps
   total_steps = max(total_steps, config.warmup_steps + 1)
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
@@ -62,7 +69,8 @@ def step_outputs(params, config: ModelConfig, traj: Trajectory):
   return logits, value
 
 
-def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: float):
+def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: float,
+            anchor: DemoBatch | None = None, anchor_weight: float = 0.0):
   logits, value = step_outputs(params, config, traj)
   log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, V]
   target_log_probs = jnp.take_along_axis(log_probs, traj.policy_ids, axis=-1)  # [B, T, K]
@@ -73,27 +81,32 @@ def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: fl
   value_err = (value - traj.reward[:, None]) ** 2
   loss_value = jnp.sum(value_err * mask) / denom
   entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-  loss = loss_policy + value_loss_weight * loss_value
-  return loss, LossInfo(loss, loss_policy, loss_value, jnp.sum(entropy * mask) / denom)
+  loss_anchor = lm_loss(params, config, anchor) if anchor is not None else jnp.zeros(())
+  loss = loss_policy + value_loss_weight * loss_value + anchor_weight * loss_anchor
+  return loss, LossInfo(loss, loss_policy, loss_value, jnp.sum(entropy * mask) / denom,
+                        loss_anchor)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps",
-                                             "value_loss_weight"), donate_argnums=(0, 1))
+                                             "value_loss_weight", "anchor_weight"),
+                   donate_argnums=(0, 1))
 def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
                 optimizer: optax.GradientTransformation, num_steps: int,
-                value_loss_weight: float):
+                value_loss_weight: float, anchor: DemoBatch | None = None,
+                anchor_weight: float = 0.0):
   """`num_steps` optimizer steps on one batch of trajectories (pgx style: fresh data each
-  iteration). Returns new params, optimizer state and per-step `TrainMetrics`."""
+  iteration), and on one `anchor` batch of demonstrations when given. Returns new params,
+  optimizer state and per-step `TrainMetrics`."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def one_step(carry, _):
     params, opt_state = carry
-    (_, info), grads = grad_fn(params, config, traj, value_loss_weight)
+    (_, info), grads = grad_fn(params, config, traj, value_loss_weight, anchor, anchor_weight)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     finite = new_opt_state.last_finite
     metrics = TrainMetrics(info.loss, info.loss_policy, info.loss_value, info.policy_entropy,
-                           optax.global_norm(grads), ~finite)
+                           optax.tree.norm(grads), ~finite, info.loss_anchor)
     return (params, new_opt_state), metrics
 
   (params, opt_state), metrics = jax.lax.scan(one_step, (params, opt_state), None,

@@ -164,8 +164,13 @@ class Transformer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens, positions, sources: Sequence[KVSource] = (), self_mask=None):
-    """tokens, positions [B, L] -> (ModelOutput [B, L, ...], (k, v) [Y, B, L, Hkv, E])."""
+  def __call__(self, tokens, positions, sources: Sequence[KVSource] = (), self_mask=None,
+               output_index=None):
+    """tokens, positions [B, L] -> (ModelOutput [B, L, ...], (k, v) [Y, B, L, Hkv, E]).
+
+    With `output_index` [B], the heads run only at that index of each row (outputs [B, 1, ...]):
+    a prompt's prefill needs one row of logits, not [B, L, V].
+    """
     cfg = self.config
     if cfg.arch not in ("gpt2", "llama"):
       raise ValueError(f"model.arch must be 'gpt2' or 'llama', got {cfg.arch!r}")
@@ -185,6 +190,8 @@ class Transformer(nn.Module):
       x, (k, v) = Block(cfg, name=f"block_{layer}")(x, positions, layer_sources, self_mask)
       ks.append(k)
       vs.append(v)
+    if output_index is not None:
+      x = jnp.take_along_axis(x, output_index[:, None, None], axis=1)
     x = _norm(cfg, "final_norm")(x)
     if cfg.tie_embeddings:
       logits = embed.attend(x)
@@ -217,18 +224,19 @@ def prefill(params, config: ModelConfig, tokens: jax.Array, lengths: jax.Array,
             cache_size: int) -> tuple[ModelOutput, KVCache]:
   """Runs right-padded prompts [B, L] (row b has `lengths[b]` real tokens) into a fresh cache.
 
-  Returns the full outputs [B, L, ...] and a cache with `cache_size` slots whose `length` is
-  `lengths`. Padding after a row's end is causal-masked from its real tokens, and the slots it
-  fills are overwritten by the decoding that follows.
+  Returns the outputs at each row's last real token (logits [B, V], value [B]) and a cache with
+  `cache_size` slots whose `length` is `lengths`. Padding after a row's end is causal-masked
+  from its real tokens, and the slots it fills are overwritten by the decoding that follows.
   """
   batch, length = tokens.shape
   if cache_size < length:
     raise ValueError(f"cache_size {cache_size} is shorter than the prompt ({length})")
   positions = jnp.broadcast_to(jnp.arange(length), tokens.shape)
-  out, (k, v) = Transformer(config).apply({"params": params}, tokens, positions)
+  out, (k, v) = Transformer(config).apply({"params": params}, tokens, positions,
+                                          output_index=lengths - 1)
   pad = [(0, 0), (0, 0), (0, cache_size - length), (0, 0), (0, 0)]
   cache = KVCache(jnp.pad(k, pad), jnp.pad(v, pad), lengths.astype(jnp.int32))
-  return out, cache
+  return ModelOutput(out.logits[:, 0], out.value[:, 0]), cache
 
 
 def extend(params, config: ModelConfig, token: jax.Array, position: jax.Array,

@@ -18,6 +18,7 @@ Y layers, Hkv KV heads, E head width.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -59,8 +60,11 @@ class _Context(NamedTuple):
   allowed: jax.Array  # [V] bool
 
 
+DEFAULT_TOP_K = 16  # candidates per node when `search.top_k` is 0.
+
+
 def num_candidates(search_config: SearchConfig, vocab_size: int) -> int:
-  return min(search_config.top_k, vocab_size)
+  return min(search_config.top_k or DEFAULT_TOP_K, vocab_size)
 
 
 def search_depth(search_config: SearchConfig, max_new_tokens: int) -> int:
@@ -174,7 +178,12 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
         invalid_actions=~valid,
         max_depth=depth,
         max_num_considered_actions=search_config.max_num_considered_actions,
-        gumbel_scale=search_config.gumbel_scale)
+        gumbel_scale=search_config.gumbel_scale,
+        qtransform=functools.partial(
+            mctx.qtransform_completed_by_mix_value,
+            value_scale=search_config.value_scale,
+            maxvisit_init=search_config.maxvisit_init,
+            rescale_values=search_config.rescale_values))
   elif search_config.algorithm == "puct":
     out = mctx.muzero_policy(
         context, rng, root, recurrent_fn,

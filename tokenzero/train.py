@@ -16,6 +16,7 @@ import json
 import math
 import signal
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ import numpy as np
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
 from tokenzero import decoding, evaluate, learner, plots, prompts, rewards, selfplay
+from tokenzero import demos as demos_lib
 from tokenzero import model as model_lib
 from tokenzero.config import ConfigError, RunConfig
 from tokenzero.tasks import Task, make_task
@@ -36,6 +38,14 @@ RESUMABLE_KEYS = ("iterations", "minutes")
 
 class TrainingError(RuntimeError):
   """The run cannot go on (non-finite updates, a failing reward...). Checkpoints are kept."""
+
+
+class Interrupted(Exception):
+  """SIGINT or SIGTERM stopped the run at an iteration boundary; the message says how to resume."""
+
+  def __init__(self, message: str, *, signum: int):
+    super().__init__(message)
+    self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,23 +64,71 @@ class Setup:
 
 def build(config: RunConfig, task: Task | None = None) -> Setup:
   """Resolves derived values and checks the config against the task; raises ConfigError."""
+  if config.init_from:
+    config = _from_pretrained(config)
   task = task or make_task(config.task.name, config.task.params)
   tokenizer = task.tokenizer
   max_new_tokens = config.task.max_new_tokens or task.max_new_tokens
   model = config.model
-  if model.vocab_size and model.vocab_size != tokenizer.vocab_size:
+  # A checkpoint's embedding may be padded past its tokenizer (Qwen2): the extra ids are banned.
+  if model.vocab_size and model.vocab_size != tokenizer.vocab_size and not (
+      config.init_from and model.vocab_size > tokenizer.vocab_size):
     raise ConfigError(f"model.vocab_size={model.vocab_size} but the task's tokenizer has "
                       f"{tokenizer.vocab_size} tokens; leave it 0 to take the tokenizer's")
   needed = task.prompt_len + max_new_tokens
   if model.context and model.context < needed:
     raise ConfigError(f"model.context={model.context} is shorter than prompt + answer "
                       f"({task.prompt_len} + {max_new_tokens} = {needed} tokens)")
-  model = dataclasses.replace(model, vocab_size=tokenizer.vocab_size,
+  if config.search.top_k > tokenizer.vocab_size:
+    raise ConfigError(f"search.top_k={config.search.top_k} is larger than the vocabulary "
+                      f"({tokenizer.vocab_size} tokens): give at most {tokenizer.vocab_size}, "
+                      "or 0 for 16 candidates (the whole vocabulary when smaller)")
+  model = dataclasses.replace(model, vocab_size=model.vocab_size or tokenizer.vocab_size,
                               context=model.context or needed)
   config = dataclasses.replace(config, model=model)
   validate(config)
-  allowed = decoding.allowed_tokens(tokenizer.vocab_size, [tokenizer.pad_id, tokenizer.sep_id])
+  # PAD is banned unless it is EOS too (an HF checkpoint without a PAD token pads with EOS).
+  banned = [tokenizer.sep_id] + (
+      [tokenizer.pad_id] if tokenizer.pad_id != tokenizer.eos_id else [])
+  allowed = decoding.allowed_tokens(model.vocab_size, banned) & (
+      jnp.arange(model.vocab_size) < tokenizer.vocab_size)
   return Setup(config, task, max_new_tokens, rewards.task_token_reward(task), allowed)
+
+
+def _from_pretrained(config: RunConfig) -> RunConfig:
+  """`init_from`: the model section comes from the checkpoint's config.json (only model.dtype
+  stays the user's), and the prompts task's tokenizer is the checkpoint's."""
+  from tokenzero import hf  # pylint: disable=import-outside-toplevel
+  path = config.init_from
+  if not hf.is_hf_dir(path):
+    raise ConfigError(f"init_from={path!r} is not an HF model directory (config.json of a "
+                      f"{', '.join(hf.ARCHITECTURES)}, safetensors weights, tokenizer.json)")
+  try:
+    loaded = hf.config_from_hf(hf.read_json(Path(path) / "config.json"),
+                               dtype=config.model.dtype)
+  except hf.HFError as err:
+    raise ConfigError(f"init_from: {err}") from None
+  default = config_lib.ModelConfig()
+  clashes = [f"model.{f.name}={getattr(config.model, f.name)!r}"
+             for f in dataclasses.fields(loaded) if f.name != "dtype"
+             and getattr(config.model, f.name) not in (getattr(default, f.name),
+                                                       getattr(loaded, f.name))]
+  if clashes:
+    raise ConfigError(f"init_from takes the model's shape from {path}: leave "
+                      f"{', '.join(clashes)} unset (only model.dtype may be set)")
+  if config.task.name != "prompts":
+    raise ConfigError(f"init_from needs the prompts task, whose prompts the checkpoint's "
+                      f"tokenizer encodes (task {config.task.name!r} has a tokenizer of its "
+                      f"own): tokenzero train --init-from {path} --prompts FILE --reward "
+                      "FILE.py:FUNCTION")
+  spec = f"hf:{path}"
+  given = config.task.params.get("tokenizer_spec", "")
+  if given not in ("", spec):
+    raise ConfigError(f"task.params.tokenizer_spec={given!r}: with init_from the tokenizer is "
+                      f"the checkpoint's ({spec!r}); leave it unset")
+  task = dataclasses.replace(config.task, params=types.MappingProxyType(
+      {**config.task.params, "tokenizer_spec": spec}))
+  return dataclasses.replace(config, model=loaded, task=task)
 
 
 def validate(config: RunConfig) -> None:
@@ -86,13 +144,16 @@ def validate(config: RunConfig) -> None:
       (config.model.num_heads % config.model.kv_heads == 0,
        "model.num_heads must be a multiple of model.num_kv_heads"),
       (config.search.num_simulations >= 1, "search.num_simulations must be >= 1"),
-      (config.search.top_k >= 1, "search.top_k must be >= 1"),
+      (config.search.top_k >= 0, "search.top_k must be >= 0 (0: 16, or the vocabulary when "
+       "smaller)"),
       (config.search.max_depth >= 0, "search.max_depth must be >= 0"),
       (config.search.algorithm in ("gumbel", "puct"),
        f"search.algorithm must be 'gumbel' or 'puct', got {config.search.algorithm!r}"),
       (config.selfplay.batch_size >= 1, "selfplay.batch_size must be >= 1"),
-      (config.selfplay.temperature >= 0 and config.selfplay.final_temperature >= 0,
-       "selfplay temperatures must be >= 0"),
+      (config.selfplay.temperature >= 0,
+       f"selfplay.temperature must be >= 0, got {config.selfplay.temperature}"),
+      (config.selfplay.final_temperature >= 0,
+       f"selfplay.final_temperature must be >= 0, got {config.selfplay.final_temperature}"),
       (0.0 <= config.selfplay.random_action_prob <= 1.0,
        "selfplay.random_action_prob must be in [0, 1]"),
       (config.selfplay.action_selection in ("sample", "search"),
@@ -100,6 +161,11 @@ def validate(config: RunConfig) -> None:
       (config.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
       (config.optim.steps_per_iteration >= 1, "optim.steps_per_iteration must be >= 1"),
       (config.optim.max_nonfinite_updates >= 1, "optim.max_nonfinite_updates must be >= 1"),
+      (config.optim.anchor_weight >= 0, "optim.anchor_weight must be >= 0"),
+      (config.optim.anchor_weight == 0 or bool(config.optim.anchor_data),
+       "optim.anchor_weight > 0 needs optim.anchor_data (a JSONL file of "
+       "{\"prompt\", \"completion\"} demonstrations)"),
+      (config.optim.anchor_batch_size >= 0, "optim.anchor_batch_size must be >= 0"),
       (config.eval.num_prompts >= 1, "eval.num_prompts must be >= 1"),
       (config.eval.every >= 1, "eval.every must be >= 1"),
       (config.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
@@ -182,6 +248,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     if not config_path.exists():
       raise ConfigError(f"cannot resume: {config_path} does not exist")
     saved = json.loads(config_path.read_text())
+    # A run saved before a key existed has that key at its default: fill those in first.
+    saved = config_lib.deep_merge(_defaults_like(config), saved)
     diff = _diff_keys(saved, config_dict, ignore=RESUMABLE_KEYS)
     if diff and not allow_config_change:
       raise ConfigError("cannot resume with a different config; differing keys: "
@@ -197,22 +265,36 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
   base_key = jax.random.key(config.seed)
   total_steps = config.iterations * config.optim.steps_per_iteration
   optimizer = learner.make_optimizer(config.optim, total_steps)
-  params = model_lib.init_params(model_cfg, jax.random.fold_in(base_key, 10**6))
+  anchor_demos = _anchor_demos(config, tokenizer)
+  anchor_batch_size = config.optim.anchor_batch_size or config.selfplay.batch_size
+  if config.init_from:
+    from tokenzero import hf  # pylint: disable=import-outside-toplevel
+    try:
+      params = hf.load(config.init_from, dtype=model_cfg.dtype)[1]
+    except hf.HFError as err:
+      raise ConfigError(f"init_from: {err}") from None
+  else:
+    params = model_lib.init_params(model_cfg, jax.random.fold_in(base_key, 10**6))
   state = ckpt_lib.TrainState(params, optimizer.init(params), jnp.int32(0), jnp.int32(0),
                               jax.random.key_data(base_key))
-  checkpointer = ckpt_lib.Checkpointer(out_dir / "checkpoints", keep=config.keep_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(out_dir / "checkpoints", keep=config.keep_checkpoints,
+                                       writer=True)
   metrics_path = out_dir / "metrics.jsonl"
   rows: list[dict[str, Any]] = []
   if resume:
     restored = checkpointer.restore_latest(state)
-    if restored is not None:
+    if restored is None:
+      log(f"no loadable checkpoint in {checkpointer.directory}: starting from iteration 0")
+    else:
       state, _ = restored
       rows = _read_metrics(metrics_path, int(state.iteration))
       log(f"resumed from iteration {int(state.iteration)} in {out_dir}")
-  if not rows and int(state.iteration) > 0:
-    rows = []  # metrics lost but the checkpoint is good: continue without the old rows.
+      if not rows:
+        log(f"{metrics_path} has no rows up to iteration {int(state.iteration)}; the "
+            "checkpoint is good, so the run goes on without them")
 
-  eval_texts = prompts.eval_prompts(task.sample, config.seed, config.eval.num_prompts)
+  eval_texts = (task.held_out() or prompts.eval_prompts(
+      task.sample, config.seed, config.eval.num_prompts))[:config.eval.num_prompts]
   eval_batch = prompts.encode_batch(tokenizer, eval_texts, task.prompt_len)
   stream = prompts.PromptStream(task.sample, config.seed, exclude=eval_texts)
   common = dict(config=model_cfg, reward_fn=setup.reward_fn, max_new_tokens=setup.max_new_tokens,
@@ -236,7 +318,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
       f.write(json.dumps(row) + "\n")
 
   _write_metrics(metrics_path, rows)  # drop rows past the checkpoint we resumed from.
-  if not rows:
+  if int(state.iteration) == 0 and not rows:
     append({"iteration": 0, "elapsed_s": elapsed(), "selfplay_reward": None,
             "loss_policy": None, "loss_value": None, **run_eval(state.params)})
     checkpointer.save(state, config_dict)
@@ -244,7 +326,9 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
   start_iteration = int(state.iteration)
   deadline = time.monotonic() + config.minutes * 60 if config.minutes > 0 else math.inf
   stop_reason = None
-  nonfinite_streak = 0
+  saved_iteration = start_iteration
+  nonfinite_streak = 0  # consecutive skipped optimizer updates, across iterations.
+  streak_start = ""  # where the current streak began: its step and non-finite metrics.
   with _StopFlag() as stop, _progress(progress) as bar:
     bar_task = bar.add_task("train", total=config.iterations, completed=start_iteration,
                             status="")
@@ -260,14 +344,26 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
       traj = jax.block_until_ready(traj)
       rewards.raise_pending()
       t1 = time.monotonic()
+      anchor = None
+      if anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
+        picks = np.random.default_rng([config.seed, 3, iteration]).integers(
+            0, anchor_demos.tokens.shape[0], anchor_batch_size)
+        anchor = demos_lib.take(anchor_demos, picks)
       params, opt_state, metrics = learner.train_steps(
           state.params, state.opt_state, traj, config=model_cfg, optimizer=optimizer,
           num_steps=config.optim.steps_per_iteration,
-          value_loss_weight=config.optim.value_loss_weight)
+          value_loss_weight=config.optim.value_loss_weight, anchor=anchor,
+          anchor_weight=config.optim.anchor_weight)
       metrics = jax.device_get(metrics)
       t2 = time.monotonic()
       skipped = np.asarray(metrics.skipped)
-      nonfinite_streak = nonfinite_streak + int(skipped.sum()) if skipped.any() else 0
+      for index, was_skipped in enumerate(skipped):
+        if not was_skipped:
+          nonfinite_streak, streak_start = 0, ""
+          continue
+        if not nonfinite_streak:
+          streak_start = _describe_nonfinite(metrics, index, int(state.step) + index + 1)
+        nonfinite_streak += 1
       state = ckpt_lib.TrainState(params, opt_state,
                                   state.step + config.optim.steps_per_iteration,
                                   jnp.int32(iteration), state.rng)
@@ -288,6 +384,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
           "selfplay_s": round(t1 - t0, 3),
           "train_s": round(t2 - t1, 3),
       }
+      if anchor is not None:
+        row["loss_anchor"] = mean(metrics.loss_anchor)
       if iteration % config.eval.every == 0 or iteration == config.iterations:
         row.update(run_eval(state.params))
       row["elapsed_s"] = elapsed()
@@ -296,28 +394,64 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
           f"selfplay {row['selfplay_reward']:.3f} greedy success "
           f"{row.get('eval_greedy_success', float('nan')):.3f}"))
       if nonfinite_streak >= config.optim.max_nonfinite_updates:
+        checkpointer.close()
         raise TrainingError(
-            f"stopping at iteration {iteration} (optimizer step {int(state.step)}): "
-            f"{nonfinite_streak} consecutive updates had non-finite loss or gradients "
-            f"(loss={row['loss_policy']}, grad_norm={row['grad_norm']}); the last good "
-            f"checkpoint is in {checkpointer.directory}")
-      if nonfinite_streak:
-        continue  # never checkpoint params from a streak of skipped updates.
+            f"stopping at iteration {iteration}: {nonfinite_streak} consecutive optimizer "
+            f"updates were skipped (optim.max_nonfinite_updates="
+            f"{config.optim.max_nonfinite_updates}), the first at {streak_start}; the last good "
+            f"checkpoint, iteration {saved_iteration}, is in {checkpointer.directory}")
       last = iteration == config.iterations
       if stop.signal_name:
         stop_reason = f"received {stop.signal_name}"
       elif time.monotonic() >= deadline:
         stop_reason = f"reached the {config.minutes:g}-minute budget"
-      if last or stop_reason or iteration % config.checkpoint_every == 0:
+      # Never checkpoint params from a streak of skipped updates: they may be what fails.
+      if not nonfinite_streak and (last or stop_reason
+                                   or iteration % config.checkpoint_every == 0):
         checkpointer.save(state, config_dict)
+        saved_iteration = iteration
       if stop_reason:
         break
   checkpointer.close()
   plots.learning_curve(rows, out_dir / "learning_curve.png", title=f"{task.name}")
   if stop_reason:
-    log(f"stopped at iteration {int(state.iteration)} ({stop_reason}); checkpoint saved. "
-        f"Resume with: tokenzero train --out {out_dir} --resume")
+    message = (f"stopped after iteration {int(state.iteration)} ({stop_reason}); the newest "
+               f"checkpoint is iteration {saved_iteration}. Resume with: tokenzero train "
+               f"--out {out_dir} --resume")
+    if stop.signal_name:
+      raise Interrupted(message, signum=signal.Signals[stop.signal_name].value)
+    log(message)
+  elif saved_iteration != int(state.iteration):
+    log(f"the last updates were skipped as non-finite: the newest checkpoint is iteration "
+        f"{saved_iteration}, not {int(state.iteration)}")
   return rows
+
+
+def _describe_nonfinite(metrics: learner.TrainMetrics, index: int, step: int) -> str:
+  """'optimizer step 7 (non-finite loss_value=nan, grad_norm=nan)' for a skipped update."""
+  values = {name: float(np.asarray(getattr(metrics, name))[index])
+            for name in ("loss_policy", "loss_value", "loss_anchor", "grad_norm")}
+  bad = [f"{name}={value}" for name, value in values.items() if not math.isfinite(value)]
+  return f"optimizer step {step} (non-finite {', '.join(bad) or 'update'})"
+
+
+def _defaults_like(config: RunConfig) -> dict:
+  """Default config (with this run's derived model sizes, which a saved config always has)."""
+  defaults = config_lib.to_dict(RunConfig())
+  defaults["model"].update(vocab_size=config.model.vocab_size, context=config.model.context)
+  return defaults
+
+
+def _anchor_demos(config: RunConfig, tokenizer) -> demos_lib.DemoBatch | None:
+  """The encoded `optim.anchor_data` demos (None without an anchor), checked before any
+  compile."""
+  if config.optim.anchor_weight == 0:
+    return None
+  try:
+    return demos_lib.encode_demos(tokenizer, demos_lib.read_demos(config.optim.anchor_data),
+                                  context=config.model.context)
+  except demos_lib.DemoError as err:
+    raise ConfigError(f"optim.anchor_data: {err}") from None
 
 
 def _diff_keys(a: dict, b: dict, ignore=(), prefix="") -> list[str]:

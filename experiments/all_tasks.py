@@ -1,0 +1,128 @@
+"""Every built-in task from zero under a wall-clock budget, then search vs the baselines.
+
+For each task: train from random init with the default experiment's settings (or
+`experiments/<task>.toml` when present) for at most `--minutes`, and record greedy success and
+reward on the held-out prompts before (iteration 0) and after. Then sweep decoding methods over
+budgets on a weak network (the checkpoint at `--weak-iteration`) and on the trained one.
+
+Writes under `--out`: `<task>/run/` (the training run), `<task>/training.json`,
+`<task>/{weak,trained}.{json,png}` and `results.md`. Finished stages are kept, so an
+interrupted invocation picks up where it stopped.
+
+  python experiments/all_tasks.py --tasks sort,reverse --minutes 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from tokenzero import config as config_lib
+from tokenzero import harness
+from tokenzero import train as train_lib
+from tokenzero.tasks import TASKS
+
+HERE = Path(__file__).resolve().parent
+METHODS = "greedy,sample,best_of_n,beam,mcts,mcts_puct"
+
+
+def task_config(task: str, overrides: list[str]) -> config_lib.RunConfig:
+  own = HERE / f"{task}.toml"
+  if own.exists():
+    return config_lib.resolve(own, overrides)
+  base = config_lib.load_toml(HERE / "sort.toml")
+  base["task"] = {"name": task}
+  return config_lib.resolve(None, overrides, base=base)
+
+
+def train_task(task: str, out: Path, args) -> dict:
+  record = out / "training.json"
+  if record.exists():
+    return json.loads(record.read_text())
+  run_dir = out / "run"
+  overrides = [f"minutes={args.minutes}", f"iterations={args.iterations}",
+               f"checkpoint_every={args.weak_iteration}", "keep_checkpoints=1000"] + args.set
+  config = task_config(task, overrides)
+  started = time.time()
+  rows = train_lib.train(config, run_dir, resume=(run_dir / "config.json").exists(),
+                         progress=not args.no_progress)
+  first, last = rows[0], rows[-1]
+  result = {
+      "task": task, "task_params": dict(config.task.params),
+      "minutes_budget": args.minutes, "wall_s": round(time.time() - started, 1),
+      "iterations": last["iteration"], "train_elapsed_s": last["elapsed_s"],
+      "greedy_success_before": first["eval_greedy_success"],
+      "greedy_success_after": last.get("eval_greedy_success"),
+      "greedy_reward_before": first["eval_greedy_reward"],
+      "greedy_reward_after": last.get("eval_greedy_reward"),
+      "eval_prompts": config.eval.num_prompts,
+  }
+  record.write_text(json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def sweep(task: str, out: Path, stage: str, iteration, args):
+  path = out / f"{stage}.json"
+  if path.exists():
+    return harness.load_json(path)[0]
+  rows, meta = harness.evaluate_run(out / "run", methods=args.methods, budgets=args.budgets,
+                                    num_prompts=args.num_prompts, iteration=iteration,
+                                    progress=not args.no_progress)
+  meta["network"] = stage
+  harness.save_json(path, rows, meta)
+  harness.plot(rows, out / f"{stage}.png", title=f"{task} ({stage} network)")
+  return rows
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--tasks", default=",".join(t for t in TASKS if t != "prompts"))
+  parser.add_argument("--minutes", type=float, default=8.0, help="training budget per task")
+  parser.add_argument("--iterations", type=int, default=300, help="schedule length")
+  parser.add_argument("--weak-iteration", type=int, default=10)
+  parser.add_argument("--methods", default=METHODS, type=harness.parse_methods)
+  parser.add_argument("--budgets", default="1,4,16,64", type=harness.parse_budgets)
+  parser.add_argument("--num-prompts", type=int, default=128)
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  parser.add_argument("--out", type=Path, default=HERE / "results")
+  parser.add_argument("--skip-sweeps", action="store_true")
+  parser.add_argument("--no-progress", action="store_true")
+  args = parser.parse_args(argv)
+
+  for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+    out = args.out / task
+    out.mkdir(parents=True, exist_ok=True)
+    result = train_task(task, out, args)
+    print(json.dumps(result), flush=True)
+    if not args.skip_sweeps:
+      sweep(task, out, "weak", args.weak_iteration, args)
+      sweep(task, out, "trained", None, args)
+  write_report(args.out)
+  return 0
+
+
+def write_report(out: Path) -> None:
+  """results.md from whatever stages exist under `out`."""
+  lines = ["# Results: every task from zero, then search vs baselines\n",
+           "Produced by `python experiments/all_tasks.py` (see its docstring).\n",
+           "| task | iterations | train minutes | greedy success before | after | "
+           "greedy reward before | after |", "|---|---|---|---|---|---|---|"]
+  sections = []
+  for task_dir in sorted(p for p in out.iterdir() if (p / "training.json").exists()):
+    t = json.loads((task_dir / "training.json").read_text())
+    lines.append(f"| {t['task']} | {t['iterations']} | {t['train_elapsed_s'] / 60:.1f} | "
+                 f"{t['greedy_success_before']:.3f} | {t['greedy_success_after']:.3f} | "
+                 f"{t['greedy_reward_before']:.3f} | {t['greedy_reward_after']:.3f} |")
+    for stage in ("weak", "trained"):
+      if (task_dir / f"{stage}.json").exists():
+        rows, meta = harness.load_json(task_dir / f"{stage}.json")
+        sections += [f"\n## {t['task']}, {stage} network (iteration {meta.get('iteration')})\n",
+                     f"![{t['task']} {stage}]({task_dir.name}/{stage}.png)\n",
+                     harness.markdown_table(rows)]
+  (out / "results.md").write_text("\n".join(lines + sections) + "\n")
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""`tokenzero decode` on an HF model directory: greedy equals transformers' generate, per-token
+logprobs equal transformers' log-softmax, and the search methods run."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from tokenzero import cli  # noqa: E402
+
+torch.set_num_threads(1)
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "and", "then"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  """A tiny Llama with a word-level tokenizer.json that adds BOS, as Llama's does."""
+  from tokenizers import models, pre_tokenizers, processors
+  path = tmp_path_factory.mktemp("llama")
+  vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+  tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+  tok.add_special_tokens(["<s>", "</s>", "<unk>"])
+  tok.save(str(path / "tokenizer.json"))
+  (path / "tokenizer_config.json").write_text(json.dumps({
+      "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+      "unk_token": "<unk>"}))
+  config = transformers.LlamaConfig(
+      vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32, bos_token_id=0,
+      eos_token_id=1)
+  hf_model = transformers.LlamaForCausalLM(config).eval()
+  gen = torch.Generator().manual_seed(0)
+  with torch.no_grad():
+    for name, param in hf_model.named_parameters():
+      noise = torch.randn(param.shape, generator=gen)
+      param.copy_(1.0 + 0.1 * noise if "norm" in name else 0.5 * noise)
+  hf_model.save_pretrained(path)
+  return path, hf_model
+
+
+def _decode(capsys, *argv):
+  code = cli.main(["decode", *map(str, argv)])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def test_greedy_json_matches_transformers(model_dir, capsys):
+  path, hf_model = model_dir
+  code, out, err = _decode(capsys, path, "--prompt", "the cat sat", "--max-new-tokens", 6,
+                           "--json")
+  assert code == 0, err
+  result = json.loads(out)
+  reference_tok = transformers.AutoTokenizer.from_pretrained(path)
+  prompt_ids = reference_tok("the cat sat")["input_ids"]
+  assert result["prompt_token_ids"] == prompt_ids and prompt_ids[0] == 0  # BOS added
+  with torch.no_grad():
+    generated = hf_model.generate(torch.tensor([prompt_ids]), do_sample=False, max_new_tokens=6,
+                                  eos_token_id=1, pad_token_id=1,
+                                  attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long))
+  expected = generated[0, len(prompt_ids):].tolist()
+  expected = expected[:expected.index(1) + 1] if 1 in expected else expected
+  assert result["token_ids"] == expected
+  with torch.no_grad():
+    logits = hf_model(torch.tensor([prompt_ids + expected])).logits[0]
+  logprobs = torch.log_softmax(logits, -1)[len(prompt_ids) - 1:-1]
+  np.testing.assert_allclose(result["logprobs"],
+                             logprobs[torch.arange(len(expected)), expected].numpy(), atol=1e-4)
+  assert result["text"] == reference_tok.decode(
+      [t for t in expected if t != 1], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("method", ["beam", "mcts"])
+def test_budgeted_methods_run(model_dir, capsys, method):
+  path, _ = model_dir
+  code, out, err = _decode(capsys, path, "--method", method, "--budget", 3, "--token-ids",
+                           "0,3,4", "--max-new-tokens", 3, "--json")
+  assert code == 0, err
+  result = json.loads(out)
+  assert 1 <= len(result["token_ids"]) <= 3 and len(result["logprobs"]) == len(result["token_ids"])
+  assert result["forward_tokens"] == 3 * len(result["token_ids"]) or method == "beam"
+
+
+def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
+  path, _ = model_dir
+  code, _, err = _decode(capsys, path, "--max-new-tokens", 3)
+  assert code == 2 and "exactly one of --prompt" in err
+  code, _, err = _decode(capsys, tmp_path, "--prompt", "the")
+  assert code == 2 and "neither an HF model directory" in err
+  code, _, err = _decode(capsys, path, "--token-ids", "0,99", "--max-new-tokens", 3)
+  assert code == 2 and "token ids" in err
+  code, _, err = _decode(capsys, path, "--prompt", "the", "--method", "nope")
+  assert code == 2 and "unknown method" in err

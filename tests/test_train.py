@@ -1,0 +1,86 @@
+"""One-iteration smoke test of the whole loop with a shrunken config, resume, and the CLI."""
+
+import json
+
+import pytest
+
+from tokenzero import cli
+from tokenzero import config as config_lib
+from tokenzero import train as train_lib
+
+TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.num_layers=1",
+        "selfplay.batch_size=8", "search.num_simulations=4", "eval.num_prompts=16",
+        "optim.steps_per_iteration=2", "optim.decay_steps=50"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("run")
+  config = config_lib.resolve(overrides=TINY + ["iterations=2", "checkpoint_every=1"])
+  rows = train_lib.train(config, out, progress=False, log=lambda s: None)
+  return out, rows
+
+
+def test_train_writes_a_complete_run(finished_run):
+  out, rows = finished_run
+  assert [r["iteration"] for r in rows] == [0, 1, 2]
+  for key in ("iteration", "elapsed_s", "selfplay_reward", "loss_policy", "loss_value",
+              "eval_greedy_reward", "eval_greedy_success"):
+    assert key in rows[-1], key
+  assert 0.0 <= rows[-1]["eval_greedy_success"] <= 1.0
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["model"]["vocab_size"] == 13 and saved["iterations"] == 2
+  lines = (out / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(l)["iteration"] for l in lines] == [0, 1, 2]
+  assert (out / "learning_curve.png").stat().st_size > 1000
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["0", "1", "2"]
+
+
+def test_resume_continues_to_the_new_total(finished_run, tmp_path):
+  out, rows = finished_run
+  import shutil
+  copy = tmp_path / "copy"
+  shutil.copytree(out, copy)
+  config = config_lib.resolve(overrides=TINY + ["iterations=3", "checkpoint_every=1"])
+  resumed = train_lib.train(config, copy, resume=True, progress=False, log=lambda s: None)
+  assert [r["iteration"] for r in resumed] == [0, 1, 2, 3]
+  assert resumed[:3] == rows
+
+
+def test_resume_refuses_a_changed_config(finished_run):
+  out, _ = finished_run
+  config = config_lib.resolve(overrides=TINY + ["iterations=2", "search.num_simulations=8"])
+  with pytest.raises(config_lib.ConfigError, match="search.num_simulations"):
+    train_lib.train(config, out, resume=True, progress=False)
+
+
+def test_fresh_run_refuses_an_existing_run_dir(finished_run):
+  out, _ = finished_run
+  config = config_lib.resolve(overrides=TINY + ["iterations=2"])
+  with pytest.raises(config_lib.ConfigError, match="--resume"):
+    train_lib.train(config, out, progress=False)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "search.num_simulaton=3"], "did you mean 'search.num_simulations'"),
+    (["train", "search.num_simulations=0"], "num_simulations must be >= 1"),
+    (["train", "model.context=4"], "shorter than prompt + answer"),
+    (["train", "--task", "nosuch"], "unknown task 'nosuch'"),
+    (["train", "--resume"], "--resume needs --out"),
+    (["train", "--iteratons", "3"], "unexpected argument '--iteratons'"),
+    (["train", "missing.toml"], "does not exist"),
+])
+def test_cli_argument_errors_exit_2(argv, message, capsys):
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert message in err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_train_runs_one_iteration(tmp_path, capsys):
+  out = tmp_path / "cli-run"
+  assert cli.main(["train", "--out", str(out), "--iterations", "1", "--no-progress"] + TINY) == 0
+  assert f"run directory: {out}" in capsys.readouterr().out
+  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["iteration"] == 1

@@ -1,0 +1,22 @@
+"""Verifiable tasks: a seeded prompt generator, an exact verifier and a partial-credit reward.
+
+Built-in tasks register themselves in `TASKS` when this package is imported; `make_task(name,
+params)` builds one and `describe_tasks()` lists them with their parameters.
+"""
+
+from tokenzero.tasks.base import (TASKS, Task, TaskError, TokenReward, describe_tasks,
+                                  make_task, positional_credit, positional_credit_tokens,
+                                  register, task_params)
+from tokenzero.tasks.sequences import Reverse, Sort
+from tokenzero.tasks.arithmetic import Addition
+from tokenzero.tasks.countdown import Countdown
+from tokenzero.tasks.words import Anagram
+from tokenzero.tasks.brackets import Parentheses
+from tokenzero.tasks.prompt_file import PromptFileTask, read_prompts
+
+__all__ = [
+    "TASKS", "Task", "TaskError", "TokenReward", "describe_tasks", "make_task",
+    "positional_credit", "positional_credit_tokens", "register", "task_params",
+    "Sort", "Reverse", "Addition", "Countdown", "Anagram", "Parentheses", "PromptFileTask",
+    "read_prompts",
+]

@@ -1,0 +1,155 @@
+"""The task interface, the task registry, and positional partial credit shared by tasks.
+
+A task speaks text (`sample`, `score`) so that users can read and extend it; it may also offer a
+`jax_reward` on tokens, which runs inline in the jitted search instead of through a host
+callback. Built-in tasks register themselves in `TASKS`; `make_task(name, params)` builds one.
+Dimension letters: B batch, P prompt slots, T answer budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokenzero.tokenizer import Tokenizer
+
+# (prompt [B, P], prompt_len [B], completion [B, T], completion_len [B]) -> reward [B] float32.
+# Completions are the generated tokens, PAD after the end; completion_len counts the EOS.
+TokenReward = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+_PAD_TEXT, _EOS_TEXT = "<pad>", "<eos>"
+
+
+class TaskError(ValueError):
+  """Bad task name or parameters."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Base class of tasks. Subclasses are frozen dataclasses whose fields are their parameters."""
+  name: ClassVar[str] = ""
+  description: ClassVar[str] = ""
+
+  @property
+  def tokenizer(self) -> Tokenizer:
+    raise NotImplementedError
+
+  @property
+  def prompt_len(self) -> int:
+    """Most prompt tokens, SEP included."""
+    raise NotImplementedError
+
+  @property
+  def max_new_tokens(self) -> int:
+    """Answer length budget, EOS included."""
+    raise NotImplementedError
+
+  def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+    """`n` prompt texts."""
+    raise NotImplementedError
+
+  def score(self, prompt: str, completion: str) -> float:
+    """Partial-credit reward in [0, 1] for a decoded completion (EOS stripped)."""
+    raise NotImplementedError
+
+  def score_batch(self, prompts: Sequence[str], completions: Sequence[str]) -> Sequence[float]:
+    """`score` over lists; the host callback calls this once per search simulation."""
+    return [self.score(p, c) for p, c in zip(prompts, completions)]
+
+  def verify(self, prompt: str, completion: str) -> bool:
+    """Exact verifier: is this completion a right answer?"""
+    return self.score(prompt, completion) >= 1.0
+
+  def jax_reward(self) -> TokenReward | None:
+    """Optional in-graph reward equal to `score` on tokens; None means host callback."""
+    return None
+
+  def held_out(self) -> list[str] | None:
+    """A fixed evaluation prompt set, for tasks that have one (a prompts file); None: sample."""
+    return None
+
+  @property
+  def reward_name(self) -> str:
+    """How errors name this task's reward."""
+    return f"{self.name}.score"
+
+
+def positional_credit(completion: str, target: str, max_new_tokens: int) -> float:
+  """Fraction of the `max_new_tokens` answer positions that are right, as on tokens.
+
+  Both sides are laid out as the decoder writes them: the answer, EOS, then PAD up to the
+  budget. A completion shorter than the budget ended with EOS; one of full length ran out
+  without it. Equals 1 exactly when the completion is `target` (then EOS, within budget).
+  """
+  ended = len(completion) < max_new_tokens
+  produced = list(completion) + ([_EOS_TEXT] if ended else [])
+  wanted = list(target) + [_EOS_TEXT]
+  produced += [_PAD_TEXT] * (max_new_tokens - len(produced))
+  wanted += [_PAD_TEXT] * (max_new_tokens - len(wanted))
+  right = sum(1 for a, b in zip(produced[:max_new_tokens], wanted[:max_new_tokens]) if a == b)
+  return right / max_new_tokens
+
+
+def positional_credit_tokens(completion: jax.Array, target: jax.Array) -> jax.Array:
+  """Token version of `positional_credit`: completion, target [B, T] (EOS, then PAD) -> [B]."""
+  return jnp.mean((completion == target).astype(jnp.float32), axis=-1)
+
+
+def eos_then_pad(values: jax.Array, length: jax.Array, width: int, eos_id: int,
+                 pad_id: int) -> jax.Array:
+  """Target row layout: values[:, j] for j < length, EOS at `length`, PAD after -> [B, width].
+
+  values [B, >= width] (only the first `length` columns are read); length [B].
+  """
+  cols = jnp.arange(width)[None, :]
+  out = jnp.where(cols < length[:, None], values[:, :width], pad_id)
+  return jnp.where(cols == length[:, None], eos_id, out).astype(values.dtype)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+  """Class decorator adding a task to `TASKS`."""
+  TASKS[cls.name] = cls
+  return cls
+
+
+def task_params(cls: type[Task]) -> dict[str, Any]:
+  """Parameter name -> default of a task class."""
+  return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+
+
+def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
+  if name not in TASKS:
+    raise TaskError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+  cls = TASKS[name]
+  known = task_params(cls)
+  params = dict(params or {})
+  unknown = sorted(set(params) - set(known))
+  if unknown:
+    raise TaskError(f"task {name!r} has no parameter(s) {unknown}; it takes {sorted(known)}")
+  for key, value in params.items():
+    default = known[key]
+    if default is not None and not isinstance(value, type(default)):
+      if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        params[key] = float(value)
+      else:
+        raise TaskError(f"task {name!r} parameter {key!r} wants {type(default).__name__}, "
+                        f"got {value!r}")
+  return cls(**params)
+
+
+def describe_tasks() -> str:
+  """What `tokenzero tasks` prints: each task, what it asks, its parameters and defaults."""
+  lines = []
+  for name in sorted(TASKS):
+    cls = TASKS[name]
+    lines.append(f"{name}: {cls.description}")
+    for key, default in task_params(cls).items():
+      lines.append(f"    task.params.{key} = {default!r}")
+  return "\n".join(lines)
