@@ -11,6 +11,7 @@ that never stopped.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,25 @@ def test_silent_corruption_is_caught_by_the_digest(tmp_path):
   checkpointer.close()
   assert int(restored.iteration) == 1 and config == {"seed": 0}
   assert ckpt_lib.state_digest(restored) == ckpt_lib.state_digest(states[0])
+
+  shutil.rmtree(tmp_path / "1" / "digest")  # as an older tokenzero wrote it: loads, unchecked.
+  checkpointer = ckpt_lib.Checkpointer(tmp_path)
+  with pytest.warns(UserWarning, match="has no digest"):
+    restored, _ = checkpointer.restore(1, states[0])
+  checkpointer.close()
+  assert ckpt_lib.state_digest(restored) == ckpt_lib.state_digest(states[0])
+
+
+def test_resume_refuses_to_start_over_when_no_checkpoint_loads(tmp_path):
+  config = config_lib.resolve(overrides=FAULT + ["iterations=3"])
+  (tmp_path / "config.json").write_text(json.dumps(
+      config_lib.to_dict(train_lib.build(config).config)))
+  (tmp_path / "checkpoints" / "2" / "state").mkdir(parents=True)
+  (tmp_path / "checkpoints" / "2" / "state" / "_METADATA").write_text("{not json")
+  with pytest.warns(UserWarning, match="skipping checkpoint"):
+    with pytest.raises(train_lib.TrainingError, match=r"none of the checkpoints \[2\]"):
+      train_lib.train(config, tmp_path, resume=True, progress=False, log=lambda s: None)
+  assert (tmp_path / "checkpoints" / "2" / "state" / "_METADATA").read_text() == "{not json"
 
 
 # Poisons the trajectories' rewards from the third iteration on: the value loss and every

@@ -66,10 +66,14 @@ def _decode_json(capsys, model, prompt):
   return json.loads(captured.out)
 
 
+SFT_ARGS = dict(steps=80, learning_rate=1e-2, batch_size=3)  # the same compiled step for both
+
+
 def test_sft_memorizes_the_demos(gpt2_dir, demos_file, tmp_path, capsys):
   out = tmp_path / "sft"
   code = cli.main(["sft", str(gpt2_dir), "--data", str(demos_file), "--out", str(out),
-                   "--steps", "80", "--lr", "1e-2", "--batch-size", "3", "--no-progress"])
+                   "--steps", str(SFT_ARGS["steps"]), "--lr", str(SFT_ARGS["learning_rate"]),
+                   "--batch-size", str(SFT_ARGS["batch_size"]), "--no-progress"])
   captured = capsys.readouterr()
   assert code == 0, captured.err
   assert "NLL per completion token" in captured.out
@@ -84,37 +88,19 @@ def test_sft_memorizes_the_demos(gpt2_dir, demos_file, tmp_path, capsys):
   assert nll_after < 0.05 < 1.0 < nll_before, (nll_before, nll_after)
   result = _decode_json(capsys, out, "the cat")
   assert result["text"] == "sat on a mat" and result["token_ids"][-1] == EOS
-  # The prompt is masked: fitting completions does not teach the model to say prompts.
-  assert tokenizer.decode(result["token_ids"]) == "sat on a mat"
+  assert _decode_json(capsys, out, "a dog")["text"] == "ran far away"
 
 
-def test_sft_of_a_run_dir_writes_a_run_that_loads(tmp_path):
-  config = config_lib.resolve(overrides=[
-      "task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.num_layers=1"])
-  setup = train_lib.build(config)
-  from tokenzero import model as model_lib
-  params = model_lib.init_params(setup.config.model, jax.random.key(0))
-  source = sft.save_run(tmp_path / "run", config_lib.to_dict(setup.config), params)
-  demos = _write_jsonl(tmp_path / "sort.jsonl", [("312", "123"), ("970", "079")])
-  result = sft.sft(source, demos, out=tmp_path / "out", steps=30, learning_rate=1e-2,
-                   batch_size=2, progress=False)
-  assert result.source == "run" and result.nll_after < 0.5 * result.nll_before
-  loaded_setup, loaded = train_lib.load_run(result.out_dir)
-  batch = demos_lib.encode_demos(loaded_setup.tokenizer, demos_lib.read_demos(demos),
-                                 context=loaded_setup.config.model.context)
-  assert demos_lib.mean_nll(loaded, loaded_setup.config.model, batch) == pytest.approx(
-      result.nll_after, rel=1e-4)
-  with pytest.raises(ConfigError, match="already holds"):
-    sft.sft(source, demos, out=result.out_dir, steps=1, progress=False)
-
-
-def test_train_init_from_hf_with_anchor(gpt2_dir, demos_file, tmp_path, capsys):
-  prompts = tmp_path / "prompts.txt"
+@pytest.fixture(scope="module")
+def init_from_run(gpt2_dir, demos_file, tmp_path_factory):
+  """A one-iteration run started from the HF GPT-2, with the demos as its anchor."""
+  tmp = tmp_path_factory.mktemp("init_from")
+  prompts = tmp / "prompts.txt"
   prompts.write_text("the cat\na dog\nthen the dog\nthe mat\na cat ran\n")
-  reward = tmp_path / "reward.py"
+  reward = tmp / "reward.py"
   reward.write_text("def score(prompt, completion):\n"
                     "  return float('sat' in completion.split())\n")
-  run = tmp_path / "run"
+  run = tmp / "run"
   code = cli.main([
       "train", "--init-from", str(gpt2_dir), "--prompts", str(prompts), "--reward",
       f"{reward}:score", "--out", str(run), "--iterations", "1", "--no-progress",
@@ -122,8 +108,12 @@ def test_train_init_from_hf_with_anchor(gpt2_dir, demos_file, tmp_path, capsys):
       "task.max_new_tokens=4", "optim.steps_per_iteration=2", "optim.warmup_steps=0",
       f"optim.anchor_data={demos_file}", "optim.anchor_weight=1.0",
       "optim.anchor_batch_size=2"])
-  captured = capsys.readouterr()
-  assert code == 0, captured.err
+  assert code == 0
+  return run
+
+
+def test_train_init_from_hf_with_anchor(gpt2_dir, init_from_run):
+  run = init_from_run
   saved = json.loads((run / "config.json").read_text())
   assert saved["init_from"] == str(gpt2_dir.resolve())
   assert saved["task"]["params"]["tokenizer_spec"] == f"hf:{gpt2_dir.resolve()}"
@@ -131,13 +121,26 @@ def test_train_init_from_hf_with_anchor(gpt2_dir, demos_file, tmp_path, capsys):
   rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
   assert [r["iteration"] for r in rows] == [0, 1]
   assert np.isfinite(rows[1]["loss_anchor"]) and np.isfinite(rows[1]["loss_policy"])
-  # The run starts from the checkpoint's weights (row 0 evaluated them) and reads back with
-  # the checkpoint's tokenizer.
-  policy = inference.load_policy(run)
-  assert policy.source == "run" and policy.tokenizer.describe() == f"hf:{gpt2_dir.name}"
+
+
+def test_sft_of_a_run_dir_writes_a_run_that_loads(gpt2_dir, init_from_run, demos_file, tmp_path):
+  # The init-from run started from the checkpoint's weights, and reads back with its tokenizer.
+  setup, run_params = train_lib.load_run(init_from_run)
+  assert setup.tokenizer.describe() == f"hf:{gpt2_dir.name}"
   _, hf_params = hf.load(gpt2_dir)
-  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), policy.params, hf_params)
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), run_params, hf_params)
   assert 0 < max(jax.tree.leaves(moved)) < 1.0
+  result = sft.sft(init_from_run, demos_file, out=tmp_path / "out", progress=False, **SFT_ARGS)
+  assert result.source == "run" and result.nll_after < 0.1 * result.nll_before
+  setup, params = train_lib.load_run(result.out_dir)
+  batch = demos_lib.encode_demos(setup.tokenizer, demos_lib.read_demos(demos_file),
+                                 context=setup.config.model.context)
+  assert demos_lib.mean_nll(params, setup.config.model, batch) == pytest.approx(
+      result.nll_after, rel=1e-4)
+  assert json.loads((result.out_dir / "config.json").read_text()) == json.loads(
+      (init_from_run / "config.json").read_text())
+  with pytest.raises(ConfigError, match="already holds"):
+    sft.sft(init_from_run, demos_file, out=result.out_dir, steps=1, progress=False)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -176,12 +179,11 @@ def test_anchor_loss_is_in_the_learner_and_lowers_demo_nll(sort_task, tiny_confi
   nll_start = float(demos_lib.lm_loss(tiny_params, tiny_config, anchor))
   optimizer = learner.make_optimizer(OptimConfig(learning_rate=1e-2, warmup_steps=0), 10)
 
-  def run(weight):
+  def run(weight):  # one compile: the weight is traced.
     params = jax.tree.map(jnp.array, tiny_params)  # train_steps donates its params.
     params, _, metrics = learner.train_steps(
         params, optimizer.init(params), traj, config=tiny_config, optimizer=optimizer,
-        num_steps=10, value_loss_weight=1.0, anchor=anchor if weight else None,
-        anchor_weight=weight)
+        num_steps=10, value_loss_weight=1.0, anchor=anchor, anchor_weight=weight)
     return params, metrics
 
   plain, plain_metrics = run(0.0)
@@ -191,7 +193,8 @@ def test_anchor_loss_is_in_the_learner_and_lowers_demo_nll(sort_task, tiny_confi
   assert float(metrics.loss[0]) == pytest.approx(
       float(metrics.loss_policy[0] + metrics.loss_value[0] + 5.0 * metrics.loss_anchor[0]),
       rel=1e-5)
-  assert float(jnp.abs(plain_metrics.loss_anchor).max()) == 0.0
+  assert float(plain_metrics.loss[0]) == pytest.approx(
+      float(plain_metrics.loss_policy[0] + plain_metrics.loss_value[0]), rel=1e-5)
   nll_plain = float(demos_lib.lm_loss(plain, tiny_config, anchor))
   nll_anchored = float(demos_lib.lm_loss(anchored, tiny_config, anchor))
   assert nll_anchored < 0.5 * nll_start and nll_anchored < nll_plain, (

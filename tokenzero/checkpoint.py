@@ -68,11 +68,17 @@ class Checkpointer:
   def restore(self, iteration: int, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     _drop_closed_loop_errors()
-    restored = self._manager.restore(iteration, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore(),
-        digest=ocp.args.JsonRestore()))
+    items = dict(state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore())
+    # Checkpoints written before digests existed have no digest item: load them unchecked.
+    has_digest = (self.directory / str(iteration) / "digest").is_dir()
+    if has_digest:
+      items["digest"] = ocp.args.JsonRestore()
+    restored = self._manager.restore(iteration, args=ocp.args.Composite(**items))
     state = TrainState(*restored["state"])
-    if restored["digest"].get("sha256") != state_digest(state):
+    if not has_digest:
+      warnings.warn(f"checkpoint {self.directory / str(iteration)} has no digest (an older "
+                    "tokenzero wrote it): loaded without the integrity check", stacklevel=2)
+    elif restored["digest"].get("sha256") != state_digest(state):
       raise ValueError("the restored state does not match the digest saved with it")
     return state, dict(restored["config"])
 

@@ -92,9 +92,11 @@ def cmd_train(args) -> int:
       return 2
   print(f"run directory: {out}", flush=True)
   try:
+    # Flushed: a log file must show where a run that is later killed resumed from.
     rows = train_lib.train(config, out, resume=args.resume,
                            allow_config_change=args.allow_config_change,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress,
+                           log=lambda line: print(line, flush=True))
   except train_lib.TrainingError as err:
     print(f"tokenzero: training stopped: {err}", file=sys.stderr)
     return 1
@@ -311,10 +313,10 @@ def add_sft(sub) -> None:
   p.add_argument("model", metavar="MODEL_DIR|RUN_DIR")
   p.add_argument("--data", required=True, metavar="DEMOS.jsonl")
   p.add_argument("--out", help="output directory (default: runs/sft-<time>)")
-  p.add_argument("--steps", type=int, default=200, help="optimizer steps")
+  p.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
   p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW, warmup "
-                 "then cosine decay)")
-  p.add_argument("--batch-size", type=int, default=16, help="demos per step")
+                 "then cosine decay; default 1e-4)")
+  p.add_argument("--batch-size", type=int, default=16, help="demos per step (default 16)")
   p.add_argument("--seed", type=int, default=0, help="minibatch order")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=cmd_sft)

@@ -114,6 +114,9 @@ class OptimConfig:
   # Fresh-data anchor: + anchor_weight * next-token loss on {prompt, completion} JSONL demos
   # (`anchor_data`), `anchor_batch_size` of them per iteration (0: selfplay.batch_size).
   anchor_weight: float = 0.0
+  # + kl_weight * KL(policy || initial network) per decision step: keeps the policy near its
+  # starting point (the random init, or the `init_from` checkpoint).
+  kl_weight: float = 0.0
   anchor_data: str = ""
   anchor_batch_size: int = 0
 

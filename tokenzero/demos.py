@@ -115,6 +115,7 @@ _jit_lm_loss = jax.jit(lm_loss, static_argnums=1)
 def mean_nll(params, config: ModelConfig, batch: DemoBatch, *, chunk: int = 64) -> float:
   """`lm_loss` over every demo of a (numpy) batch, in chunks; weighted by completion tokens."""
   total, count = 0.0, 0.0
+  params = jax.device_put(params, jax.devices()[0])  # one placement, one compile (see sft.fit)
   for start in range(0, batch.tokens.shape[0], chunk):
     part = take(batch, slice(start, start + chunk))
     tokens = float(part.target_mask[:, 1:].sum())

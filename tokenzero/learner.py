@@ -31,6 +31,7 @@ class LossInfo(NamedTuple):
   loss_value: jax.Array  # []
   policy_entropy: jax.Array  # [] entropy of the network policy on the trained steps
   loss_anchor: jax.Array  # [] LM loss on the anchor demonstrations (0 without them)
+  loss_kl: jax.Array  # [] KL(policy || reference) on the trained steps (0 without one)
 
 
 class TrainMetrics(NamedTuple):
@@ -41,6 +42,7 @@ class TrainMetrics(NamedTuple):
   grad_norm: jax.Array  # [steps]
   skipped: jax.Array  # [steps] bool: update skipped for a non-finite gradient
   loss_anchor: jax.Array  # [steps]
+  loss_kl: jax.Array  # [steps]
 
 
 @functools.lru_cache(maxsize=16)  # the same object for the same config: jit caches hit.
@@ -70,7 +72,8 @@ def step_outputs(params, config: ModelConfig, traj: Trajectory):
 
 
 def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: float,
-            anchor: DemoBatch | None = None, anchor_weight: float = 0.0):
+            anchor: DemoBatch | None = None, anchor_weight: float = 0.0,
+            reference=None, kl_weight: float = 0.0):
   logits, value = step_outputs(params, config, traj)
   log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, V]
   target_log_probs = jnp.take_along_axis(log_probs, traj.policy_ids, axis=-1)  # [B, T, K]
@@ -82,18 +85,24 @@ def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: fl
   loss_value = jnp.sum(value_err * mask) / denom
   entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
   loss_anchor = lm_loss(params, config, anchor) if anchor is not None else jnp.zeros(())
-  loss = loss_policy + value_loss_weight * loss_value + anchor_weight * loss_anchor
+  loss_kl = jnp.zeros(())
+  if reference is not None:  # KL(policy || reference) on the same decision states.
+    ref_logits, _ = step_outputs(jax.lax.stop_gradient(reference), config, traj)
+    ref_log_probs = jax.nn.log_softmax(ref_logits, axis=-1)
+    kl = jnp.sum(jnp.exp(log_probs) * (log_probs - ref_log_probs), axis=-1)  # [B, T]
+    loss_kl = jnp.sum(kl * mask) / denom
+  loss = (loss_policy + value_loss_weight * loss_value + anchor_weight * loss_anchor
+          + kl_weight * loss_kl)
   return loss, LossInfo(loss, loss_policy, loss_value, jnp.sum(entropy * mask) / denom,
-                        loss_anchor)
+                        loss_anchor, loss_kl)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps",
-                                             "value_loss_weight", "anchor_weight"),
-                   donate_argnums=(0, 1))
+                                             "value_loss_weight"), donate_argnums=(0, 1))
 def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
                 optimizer: optax.GradientTransformation, num_steps: int,
                 value_loss_weight: float, anchor: DemoBatch | None = None,
-                anchor_weight: float = 0.0):
+                anchor_weight: float = 0.0, reference=None, kl_weight: float = 0.0):
   """`num_steps` optimizer steps on one batch of trajectories (pgx style: fresh data each
   iteration), and on one `anchor` batch of demonstrations when given. Returns new params,
   optimizer state and per-step `TrainMetrics`."""
@@ -101,12 +110,13 @@ def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
 
   def one_step(carry, _):
     params, opt_state = carry
-    (_, info), grads = grad_fn(params, config, traj, value_loss_weight, anchor, anchor_weight)
+    (_, info), grads = grad_fn(params, config, traj, value_loss_weight, anchor, anchor_weight,
+                               reference, kl_weight)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     finite = new_opt_state.last_finite
     metrics = TrainMetrics(info.loss, info.loss_policy, info.loss_value, info.policy_entropy,
-                           optax.tree.norm(grads), ~finite, info.loss_anchor)
+                           optax.tree.norm(grads), ~finite, info.loss_anchor, info.loss_kl)
     return (params, new_opt_state), metrics
 
   (params, opt_state), metrics = jax.lax.scan(one_step, (params, opt_state), None,

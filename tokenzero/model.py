@@ -203,6 +203,7 @@ class Transformer(nn.Module):
     return ModelOutput(logits.astype(jnp.float32), value), (jnp.stack(ks), jnp.stack(vs))
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one compile instead of op-by-op dispatch.
 def init_params(config: ModelConfig, rng: jax.Array):
   """Random-init parameters for `config`."""
   tokens = jnp.zeros((1, 1), jnp.int32)

@@ -348,7 +348,7 @@ def ended_rows(completion: jax.Array, completion_len: jax.Array, eos_id: int) ->
 
 def _ended_np(completion: np.ndarray, completion_len: np.ndarray, eos_id: int) -> np.ndarray:
   rows = np.arange(completion.shape[0])
-  last = completion[rows, np.clip(completion_len - 1, 0, None)]
+  last = completion[rows, np.clip(completion_len - 1, 0, completion.shape[1] - 1)]
   return (completion_len >= completion.shape[1]) | ((completion_len > 0) & (last == eos_id))
 
 

@@ -112,7 +112,8 @@ def make_recurrent_fn(config: ModelConfig, search_config: SearchConfig,
       out = _recompute(context.params, config, episode, node.path_tokens, depth, token)
       path_k = path_v = None
     path_tokens = _write(node.path_tokens, token, depth)
-    completion_len = episode.num_generated + depth + 1
+    # Below a terminal node the count runs past the budget; those rewards are never used.
+    completion_len = jnp.minimum(episode.num_generated + depth + 1, episode.max_new_tokens)
     completion = _with_path(episode.completion, episode.num_generated, path_tokens, depth + 1)
     ends = (token == eos_id) | (completion_len >= episode.max_new_tokens)
     newly_terminal = ~node.terminal & ends

@@ -66,9 +66,12 @@ def fit(params, config: ModelConfig, demos: demos_lib.DemoBatch, *, steps: int,
   if steps < 1 or batch_size < 1 or learning_rate <= 0:
     raise ValueError("sft needs steps >= 1, batch size >= 1 and a learning rate > 0")
   optimizer = make_optimizer(steps=steps, learning_rate=learning_rate)
-  # Donated below: copy, so that the caller's params stay usable.
-  params = jax.tree.map(jnp.array, params)
-  opt_state = optimizer.init(params)
+  # Donated below: copied, so that the caller's params stay usable; and committed to one device
+  # with the optimizer state, since jit compiles again when an argument goes from uncommitted
+  # (fresh from numpy) to committed (a checkpoint's, or a step's output).
+  device = jax.devices()[0]
+  params = jax.device_put(jax.tree.map(jnp.array, params), device)
+  opt_state = jax.device_put(optimizer.init(params), device)
   num_demos = demos.tokens.shape[0]
   batch_size = min(batch_size, num_demos)
   rng = np.random.default_rng(seed)
@@ -104,6 +107,7 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
     raise ConfigError("--out must not be the model being fitted")
   if (out / "config.json").exists():
     raise ConfigError(f"{out} already holds a model or run; choose another --out")
+  demos = demos_lib.read_demos(data)  # a bad file fails before any model loads.
   if hf.is_hf_dir(source):
     kind = "hf"
     config, params = hf.load(source)
@@ -115,7 +119,7 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
   else:
     raise ConfigError(f"{source} is neither an HF model directory (config.json of a supported "
                       "architecture) nor a training run directory (checkpoints/)")
-  demos = demos_lib.encode_demos(tokenizer, demos_lib.read_demos(data), context=config.context)
+  demos = demos_lib.encode_demos(tokenizer, demos, context=config.context)
   nll_before = demos_lib.mean_nll(params, config, demos)
   with _progress(progress) as bar:
     task = bar.add_task("sft", total=steps, status="")

@@ -166,6 +166,7 @@ def validate(config: RunConfig) -> None:
        "optim.anchor_weight > 0 needs optim.anchor_data (a JSONL file of "
        "{\"prompt\", \"completion\"} demonstrations)"),
       (config.optim.anchor_batch_size >= 0, "optim.anchor_batch_size must be >= 0"),
+      (config.optim.kl_weight >= 0, "optim.kl_weight must be >= 0"),
       (config.eval.num_prompts >= 1, "eval.num_prompts must be >= 1"),
       (config.eval.every >= 1, "eval.every must be >= 1"),
       (config.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
@@ -277,14 +278,22 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     params = model_lib.init_params(model_cfg, jax.random.fold_in(base_key, 10**6))
   state = ckpt_lib.TrainState(params, optimizer.init(params), jnp.int32(0), jnp.int32(0),
                               jax.random.key_data(base_key))
+  # The KL reference is the initial network, rebuilt from the seed (or init_from) on resume.
+  # A copy: the first iteration donates `params` to the optimizer step.
+  reference = jax.tree.map(jnp.copy, params) if config.optim.kl_weight > 0 else None
   checkpointer = ckpt_lib.Checkpointer(out_dir / "checkpoints", keep=config.keep_checkpoints,
                                        writer=True)
   metrics_path = out_dir / "metrics.jsonl"
   rows: list[dict[str, Any]] = []
   if resume:
     restored = checkpointer.restore_latest(state)
+    if restored is None and (steps := checkpointer.steps()):
+      checkpointer.close()
+      raise TrainingError(
+          f"none of the checkpoints {steps} in {checkpointer.directory} loads (see the "
+          "warnings above); move them away to start the run over")
     if restored is None:
-      log(f"no loadable checkpoint in {checkpointer.directory}: starting from iteration 0")
+      log(f"no checkpoint in {checkpointer.directory} yet: starting from iteration 0")
     else:
       state, _ = restored
       rows = _read_metrics(metrics_path, int(state.iteration))
@@ -353,7 +362,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
           state.params, state.opt_state, traj, config=model_cfg, optimizer=optimizer,
           num_steps=config.optim.steps_per_iteration,
           value_loss_weight=config.optim.value_loss_weight, anchor=anchor,
-          anchor_weight=config.optim.anchor_weight)
+          anchor_weight=config.optim.anchor_weight, reference=reference,
+          kl_weight=config.optim.kl_weight)
       metrics = jax.device_get(metrics)
       t2 = time.monotonic()
       skipped = np.asarray(metrics.skipped)
@@ -386,6 +396,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
       }
       if anchor is not None:
         row["loss_anchor"] = mean(metrics.loss_anchor)
+      if reference is not None:
+        row["loss_kl"] = mean(metrics.loss_kl)
       if iteration % config.eval.every == 0 or iteration == config.iterations:
         row.update(run_eval(state.params))
       row["elapsed_s"] = elapsed()
