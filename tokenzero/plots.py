@@ -27,8 +27,9 @@ def learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, title: str 
     if points:
       ax_loss.plot(*zip(*points), label=key)
   ax_loss.set_xlabel("iteration")
-  ax_loss.set_yscale("log")
-  ax_loss.legend()
+  if ax_loss.lines:  # a run of 0 iterations has no losses yet.
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
   ax_loss.grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
