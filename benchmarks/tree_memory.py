@@ -15,7 +15,6 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-import mctx
 
 from tokenzero import episode as episode_lib
 from tokenzero import hf
@@ -43,25 +42,12 @@ def main(argv=None) -> dict:
     transformers.GPT2LMHeadModel(hf_config).save_pretrained(model_dir)
     config, params = hf.load(model_dir)
 
-  captured = {}
-  original = mctx.gumbel_muzero_policy
-
-  def spy(*a, **kw):
-    out = original(*a, **kw)
-    captured["tree"] = out.search_tree
-    return out
-
-  mctx.gumbel_muzero_policy = spy
-  try:
-    prompt = jax.random.randint(jax.random.key(0), (args.batch, 16), 0, config.vocab_size)
-    state = episode_lib.start(params, config, prompt, jnp.full((args.batch,), 16), 16)
-    search_config = SearchConfig(num_simulations=args.simulations, max_depth=args.max_depth)
-    search_lib.run_search(params, config, search_config, state, jax.random.key(1),
-                          reward_fn=_zero_reward, allowed=jnp.ones((config.vocab_size,), bool),
-                          eos_id=50256)
-  finally:
-    mctx.gumbel_muzero_policy = original
-  tree = captured["tree"]
+  prompt = jax.random.randint(jax.random.key(0), (args.batch, 16), 0, config.vocab_size)
+  state = episode_lib.start(params, config, prompt, jnp.full((args.batch,), 16), 16)
+  search_config = SearchConfig(num_simulations=args.simulations, max_depth=args.max_depth)
+  tree = search_lib.run_search(
+      params, config, search_config, state, jax.random.key(1), reward_fn=_zero_reward,
+      allowed=jnp.ones((config.vocab_size,), bool), eos_id=50256).tree
   fields = {"/".join(str(getattr(k, "name", getattr(k, "key", k))) for k in path):
             {"shape": list(x.shape), "bytes": int(x.size * x.dtype.itemsize)}
             for path, x in jax.tree_util.tree_leaves_with_path(tree)}

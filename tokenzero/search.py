@@ -41,6 +41,7 @@ class SearchOutput(NamedTuple):
   valid: jax.Array  # [B, K] bool: slot holds an allowed token
   root_value: jax.Array  # [B] network value at the root
   search_value: jax.Array  # [B] value the search backed up to the root
+  tree: mctx.Tree  # the search tree [B, N, ...], for inspection (dropped under jit if unused)
 
 
 class _Node(NamedTuple):
@@ -207,4 +208,5 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
       candidates=candidates,
       valid=valid,
       root_value=episode.value,
-      search_value=search_value)
+      search_value=search_value,
+      tree=out.search_tree)

@@ -13,21 +13,14 @@ from tokenzero.tasks.base import (Task, TaskError, eos_then_pad, positional_cred
 from tokenzero.tokenizer import CharTokenizer
 
 
-@register
 @dataclasses.dataclass(frozen=True)
-class Sort(Task):
-  """Prompt: `length` random digits. Answer: the same digits in ascending order."""
-  name: ClassVar[str] = "sort"
-  description: ClassVar[str] = "sort N random digits ascending"
+class _OneString(Task):
+  """A prompt of at most `length` symbols (then SEP) and an answer as long (then EOS)."""
   length: int = 5
 
   def __post_init__(self):
     if self.length < 1:
-      raise TaskError(f"sort: length must be >= 1, got {self.length}")
-
-  @property
-  def tokenizer(self) -> CharTokenizer:
-    return CharTokenizer("0123456789")
+      raise TaskError(f"{self.name}: length must be >= 1, got {self.length}")
 
   @property
   def prompt_len(self) -> int:
@@ -36,6 +29,18 @@ class Sort(Task):
   @property
   def max_new_tokens(self) -> int:
     return self.length + 1
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Sort(_OneString):
+  """Prompt: `length` random digits. Answer: the same digits in ascending order."""
+  name: ClassVar[str] = "sort"
+  description: ClassVar[str] = "sort N random digits ascending"
+
+  @property
+  def tokenizer(self) -> CharTokenizer:
+    return CharTokenizer("0123456789")
 
   def sample(self, rng, n):
     digits = rng.integers(0, 10, size=(n, self.length))
@@ -60,17 +65,15 @@ class Sort(Task):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class Reverse(Task):
+class Reverse(_OneString):
   """Prompt: a random string of `min_length`..`length` symbols. Answer: it backwards."""
   name: ClassVar[str] = "reverse"
   description: ClassVar[str] = "write a random string backwards"
-  length: int = 5
   min_length: int = 0  # 0: every prompt has `length` symbols.
   alphabet: str = "0123456789"
 
   def __post_init__(self):
-    if self.length < 1:
-      raise TaskError(f"reverse: length must be >= 1, got {self.length}")
+    super().__post_init__()
     if not 0 <= self.min_length <= self.length:
       raise TaskError(f"reverse: min_length must be in [0, length={self.length}], "
                       f"got {self.min_length}")
@@ -79,14 +82,6 @@ class Reverse(Task):
   @property
   def tokenizer(self) -> CharTokenizer:
     return CharTokenizer(self.alphabet)
-
-  @property
-  def prompt_len(self) -> int:
-    return self.length + 1
-
-  @property
-  def max_new_tokens(self) -> int:
-    return self.length + 1
 
   def sample(self, rng, n):
     lengths = rng.integers(self.min_length or self.length, self.length + 1, size=n)
