@@ -34,7 +34,7 @@ from tokenzero import model as model_lib
 from tokenzero import search as search_lib
 from tokenzero.config import ModelConfig, SearchConfig
 from tokenzero.episode import Episode
-from tokenzero.tasks import TokenReward
+from tokenzero.rewards import TokenReward
 
 _NEG = -1.0e9  # "ruled out" score offset, as in transformers' beam search (keeps ties alike).
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from tokenzero import decoding
 from tokenzero.config import ModelConfig
-from tokenzero.tasks import TokenReward
+from tokenzero.rewards import TokenReward
 
 
 class EvalResult(NamedTuple):

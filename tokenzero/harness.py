@@ -28,7 +28,10 @@ from tokenzero import decoding
 from tokenzero import prompts as prompts_lib
 from tokenzero import rewards as rewards_lib
 from tokenzero.config import ModelConfig, SearchConfig
-from tokenzero.tasks import Task, TokenReward
+from tokenzero.progress import progress_bar
+from tokenzero.tokenizer import answer_mask
+from tokenzero.rewards import TokenReward
+from tokenzero.tasks import Task
 
 SCHEMA = "tokenzero.eval/1"
 
@@ -149,14 +152,6 @@ def _chunks(tokens: np.ndarray, lengths: np.ndarray, batch_size: int):
   return out
 
 
-def _progress(enabled: bool):
-  from rich.console import Console
-  from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                             TimeElapsedColumn)
-  return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
-
-
 def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
           reward_fn: TokenReward, max_new_tokens: int, eos_id: int, allowed: jax.Array,
           methods: Sequence[str], budgets: Sequence[int],
@@ -170,8 +165,8 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
   chunks = _chunks(tokens, lengths, min(batch_size, len(tokens)))
   score = jax.jit(reward_fn)
   rows = []
-  with _progress(progress) as bar:
-    task_id = bar.add_task("eval", total=len(jobs) * len(chunks))
+  with progress_bar("eval", enabled=progress, to_stderr=True) as bar:
+    task_id = bar.add_task("", total=len(jobs) * len(chunks), status="")
     for method, budget in jobs:
       decoder = make_decoder(method, budget, options)
       bar.update(task_id, description=f"{method} b={budget}")
@@ -212,30 +207,18 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
   return rows
 
 
-def task_allowed(task: Task, vocab_size: int) -> jax.Array:
-  """Tokens an answer may use: all but PAD and SEP (EOS stays, even where PAD is EOS)."""
-  tokenizer = task.tokenizer
-  forbidden = [t for t in (tokenizer.pad_id, tokenizer.sep_id) if t != tokenizer.eos_id]
-  return decoding.allowed_tokens(vocab_size, forbidden)
-
-
-def eval_texts(task: Task, prompt_seed: int, num_prompts: int) -> list[str]:
-  """The held-out prompts a training run with seed `prompt_seed` evaluates on."""
-  texts = task.held_out() or prompts_lib.eval_prompts(task.sample, prompt_seed, num_prompts)
-  return list(texts)[:num_prompts]
-
-
 def sweep_task(params, config: ModelConfig, task: Task, *, num_prompts: int, prompt_seed: int = 0,
                max_new_tokens: int = 0, reward_fn: TokenReward | None = None,
                allowed: jax.Array | None = None, **kwargs) -> list[Row]:
   """`sweep` on a task's held-out prompts (a run's evaluation set for `prompt_seed`), scored by
   the task's reward unless `reward_fn` is given. Other keywords go to `sweep`."""
-  batch = prompts_lib.encode_batch(task.tokenizer, eval_texts(task, prompt_seed, num_prompts),
+  batch = prompts_lib.encode_batch(task.tokenizer, prompts_lib.eval_texts(task, prompt_seed, num_prompts),
                                    task.prompt_len)
   return sweep(params, config, batch, reward_fn=reward_fn or rewards_lib.task_token_reward(task),
                max_new_tokens=max_new_tokens or task.max_new_tokens,
                eos_id=task.tokenizer.eos_id,
-               allowed=task_allowed(task, config.vocab_size) if allowed is None else allowed,
+               allowed=(jnp.asarray(answer_mask(task.tokenizer, config.vocab_size)) if allowed is None
+               else allowed),
                **kwargs)
 
 

@@ -20,8 +20,8 @@ from tokenzero import decoding
 from tokenzero import harness
 from tokenzero import model as model_lib
 from tokenzero.config import ConfigError, ModelConfig, SearchConfig
-from tokenzero.tasks import TokenReward
-from tokenzero.tokenizer import Tokenizer, encode_prompts
+from tokenzero.rewards import TokenReward
+from tokenzero.tokenizer import Tokenizer, answer_mask, encode_prompts
 
 DEFAULT_MAX_NEW_TOKENS = 32  # an HF model has no task to say how long an answer is.
 
@@ -51,8 +51,8 @@ def load_policy(path, *, dtype: str = "float32") -> Policy:
   if hf.is_hf_dir(path):
     config, params = hf.load(path, dtype=dtype)
     tokenizer = hf_tokenizer.load(path)
-    # Like transformers' generate, every token may be generated.
-    return Policy(config, params, tokenizer, jnp.ones((config.vocab_size,), bool), None,
+    return Policy(config, params, tokenizer,
+                  jnp.asarray(answer_mask(tokenizer, config.vocab_size)), None,
                   DEFAULT_MAX_NEW_TOKENS, SearchConfig(), "hf")
   if (path / "checkpoints").is_dir():
     from tokenzero import train as train_lib  # pylint: disable=import-outside-toplevel

@@ -53,6 +53,14 @@ class PromptStream:
                      "the task's prompt space is too small for this many held-out prompts")
 
 
+def eval_texts(task, seed: int, num_prompts: int) -> list[str]:
+  """The held-out prompts of a run with seed `seed`: the task's fixed set (a prompts file) when
+  it has one, else `num_prompts` drawn from the run's evaluation stream. Training and every
+  evaluation after it choose them here, so they always agree."""
+  texts = task.held_out() or eval_prompts(task.sample, seed, num_prompts)
+  return list(texts)[:num_prompts]
+
+
 def eval_prompts(sample_fn, seed: int, n: int) -> list[str]:
   """The fixed held-out prompt set for a run (its own seed stream, disjoint from training)."""
   return list(sample_fn(np.random.default_rng([seed, 2]), n))

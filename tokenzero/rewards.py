@@ -53,7 +53,11 @@ import numpy as np
 from tokenzero.tokenizer import CharTokenizer, Tokenizer, from_spec
 
 if TYPE_CHECKING:
-  from tokenzero.tasks import Task, TokenReward
+  from tokenzero.tasks import Task
+
+# (prompt [B, P], prompt_len [B], completion [B, T], completion_len [B]) -> reward [B] float32.
+# Completions are the generated tokens, PAD after the end; completion_len counts the EOS.
+TokenReward = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 _MARK = "__tokenzero_reward__"
 _FORMS = ("text", "batched", "jax", "step", "jax_step")

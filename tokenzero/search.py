@@ -28,7 +28,7 @@ import mctx
 from tokenzero import model as model_lib
 from tokenzero.config import ModelConfig, SearchConfig
 from tokenzero.episode import Episode, mask_logits
-from tokenzero.tasks import TokenReward
+from tokenzero.rewards import TokenReward
 
 _INVALID_LOGIT = -1e9  # finite: mctx subtracts maxima and would turn -inf into NaN.
 

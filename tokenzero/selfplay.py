@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from tokenzero import episode as episode_lib
 from tokenzero import search as search_lib
 from tokenzero.config import ModelConfig, SearchConfig, SelfPlayConfig
-from tokenzero.tasks import TokenReward
+from tokenzero.rewards import TokenReward
 
 
 class Trajectory(NamedTuple):

@@ -28,6 +28,7 @@ import optax
 from tokenzero import demos as demos_lib
 from tokenzero import learner
 from tokenzero.config import ConfigError, ModelConfig, OptimConfig
+from tokenzero.progress import progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +90,6 @@ def fit(params, config: ModelConfig, demos: demos_lib.DemoBatch, *, steps: int,
   return params, np.asarray(losses)
 
 
-def _progress(enabled: bool):
-  from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-  return Progress(TextColumn("sft"), MofNCompleteColumn(), BarColumn(),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                  disable=not enabled, transient=False)
-
-
 def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
         batch_size: int = 16, seed: int = 0, progress: bool = True) -> SFTResult:
   """Loads `source` (HF model directory or run directory), fits it on the demos of `data`
@@ -121,8 +115,8 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
                       "architecture) nor a training run directory (checkpoints/)")
   demos = demos_lib.encode_demos(tokenizer, demos, context=config.context)
   nll_before = demos_lib.mean_nll(params, config, demos)
-  with _progress(progress) as bar:
-    task = bar.add_task("sft", total=steps, status="")
+  with progress_bar("sft", enabled=progress) as bar:
+    task = bar.add_task("", total=steps, status="")
     params, _ = fit(params, config, demos, steps=steps, learning_rate=learning_rate,
                     batch_size=batch_size, seed=seed,
                     on_step=lambda step, loss: bar.update(task, completed=step + 1,

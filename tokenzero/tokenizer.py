@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Protocol, Sequence
 
+import numpy as np
+
 PAD_ID, SEP_ID, EOS_ID = 0, 1, 2
 _NUM_SPECIAL = 3
 _SPECIAL_NAMES = {PAD_ID: "<pad>", SEP_ID: "<sep>", EOS_ID: "<eos>"}
@@ -124,3 +126,17 @@ def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], *, append_sep: 
       ids = ids + [tokenizer.sep_id]
     out.append(ids)
   return out
+
+
+def answer_mask(tokenizer: Tokenizer, vocab_size: int) -> np.ndarray:
+  """[V] bool: the tokens an answer may use. The one rule every decoder, search and run shares.
+
+  SEP only ends a prompt and PAD only fills rows, so neither is ever generated; PAD stays when it
+  is EOS too (an HF checkpoint without a PAD token pads with EOS). Ids past the tokenizer's
+  vocabulary (a checkpoint's embedding padded to a round size, as Qwen2's) are never generated.
+  """
+  mask = np.arange(vocab_size) < tokenizer.vocab_size
+  for token in (tokenizer.sep_id, tokenizer.pad_id):
+    if token is not None and token != tokenizer.eos_id and 0 <= token < vocab_size:
+      mask[token] = False
+  return mask

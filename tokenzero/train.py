@@ -26,10 +26,12 @@ import numpy as np
 
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
-from tokenzero import decoding, evaluate, learner, plots, prompts, rewards, selfplay
+from tokenzero import evaluate, learner, plots, prompts, rewards, selfplay
 from tokenzero import demos as demos_lib
 from tokenzero import model as model_lib
 from tokenzero.config import ConfigError, RunConfig
+from tokenzero.progress import progress_bar
+from tokenzero.tokenizer import answer_mask
 from tokenzero.tasks import Task, make_task
 
 # Keys that may change when a run is resumed: they say how long to go on, not what to train.
@@ -87,11 +89,7 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
                               context=model.context or needed)
   config = dataclasses.replace(config, model=model)
   validate(config)
-  # PAD is banned unless it is EOS too (an HF checkpoint without a PAD token pads with EOS).
-  banned = [tokenizer.sep_id] + (
-      [tokenizer.pad_id] if tokenizer.pad_id != tokenizer.eos_id else [])
-  allowed = decoding.allowed_tokens(model.vocab_size, banned) & (
-      jnp.arange(model.vocab_size) < tokenizer.vocab_size)
+  allowed = jnp.asarray(answer_mask(tokenizer, model.vocab_size))
   return Setup(config, task, max_new_tokens, rewards.task_token_reward(task), allowed)
 
 
@@ -228,14 +226,6 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
-def _progress(enabled: bool):
-  from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                             TimeElapsedColumn, TimeRemainingColumn)
-  return Progress(TextColumn("iteration"), MofNCompleteColumn(), BarColumn(),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"),
-                  TimeRemainingColumn(), disable=not enabled, transient=False)
-
-
 def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
           allow_config_change: bool = False, progress: bool = True,
           task: Task | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -302,8 +292,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         log(f"{metrics_path} has no rows up to iteration {int(state.iteration)}; the "
             "checkpoint is good, so the run goes on without them")
 
-  eval_texts = (task.held_out() or prompts.eval_prompts(
-      task.sample, config.seed, config.eval.num_prompts))[:config.eval.num_prompts]
+  eval_texts = prompts.eval_texts(task, config.seed, config.eval.num_prompts)
   eval_batch = prompts.encode_batch(tokenizer, eval_texts, task.prompt_len)
   stream = prompts.PromptStream(task.sample, config.seed, exclude=eval_texts)
   common = dict(config=model_cfg, reward_fn=setup.reward_fn, max_new_tokens=setup.max_new_tokens,
@@ -338,8 +327,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
   saved_iteration = start_iteration
   nonfinite_streak = 0  # consecutive skipped optimizer updates, across iterations.
   streak_start = ""  # where the current streak began: its step and non-finite metrics.
-  with _StopFlag() as stop, _progress(progress) as bar:
-    bar_task = bar.add_task("train", total=config.iterations, completed=start_iteration,
+  with _StopFlag() as stop, progress_bar("iteration", enabled=progress) as bar:
+    bar_task = bar.add_task("", total=config.iterations, completed=start_iteration,
                             status="")
     for iteration in range(start_iteration + 1, config.iterations + 1):
       key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), iteration)

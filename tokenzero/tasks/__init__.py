@@ -4,7 +4,7 @@ Built-in tasks register themselves in `TASKS` when this package is imported; `ma
 params)` builds one and `describe_tasks()` lists them with their parameters.
 """
 
-from tokenzero.tasks.base import (TASKS, Task, TaskError, TokenReward, describe_tasks,
+from tokenzero.tasks.base import (TASKS, Task, TaskError, describe_tasks,
                                   make_task, positional_credit, positional_credit_tokens,
                                   register, task_params)
 from tokenzero.tasks.sequences import Reverse, Sort
@@ -15,7 +15,7 @@ from tokenzero.tasks.brackets import Parentheses
 from tokenzero.tasks.prompt_file import PromptFileTask, read_prompts
 
 __all__ = [
-    "TASKS", "Task", "TaskError", "TokenReward", "describe_tasks", "make_task",
+    "TASKS", "Task", "TaskError", "describe_tasks", "make_task",
     "positional_credit", "positional_credit_tokens", "register", "task_params",
     "Sort", "Reverse", "Addition", "Countdown", "Anagram", "Parentheses", "PromptFileTask",
     "read_prompts",

@@ -9,17 +9,14 @@ Dimension letters: B batch, P prompt slots, T answer budget.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tokenzero.rewards import TokenReward
 from tokenzero.tokenizer import Tokenizer
-
-# (prompt [B, P], prompt_len [B], completion [B, T], completion_len [B]) -> reward [B] float32.
-# Completions are the generated tokens, PAD after the end; completion_len counts the EOS.
-TokenReward = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 _PAD_TEXT, _EOS_TEXT = "<pad>", "<eos>"
 
