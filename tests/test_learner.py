@@ -38,7 +38,7 @@ def test_kl_to_reference_holds_the_policy_near_the_initial_network(
     params = jax.tree.map(jnp.copy, tiny_params)
     _, _, metrics = learner.train_steps(
         params, optimizer.init(params), trajectory, config=tiny_config, optimizer=optimizer,
-        num_steps=20, value_loss_weight=1.0, reference=reference, kl_weight=kl_weight)
+        num_steps=20, weights=learner.LossWeights(value=1.0, kl=kl_weight), reference=reference)
     kl = np.asarray(metrics.loss_kl)
     assert kl[0] == pytest.approx(0.0, abs=1e-6)  # every run starts at the reference
     final_kl[kl_weight] = kl[-1]

@@ -4,6 +4,7 @@
 import json
 
 from tokenzero import cli
+from tokenzero import loop as train_lib
 
 TINY = ["model.d_model=16", "model.num_heads=2", "model.num_layers=1", "selfplay.batch_size=4",
         "search.num_simulations=4", "search.top_k=4", "search.max_num_considered_actions=4",
@@ -17,19 +18,18 @@ def echo(prompts, completions):
   return [float(c == p[:2]) for p, c in zip(prompts, completions)]
 """
 
-# The pre-run check loads the file once, the run loads it again: the second load passes the
-# first evaluation (2 held-out prompts), then raises in self-play.
+# Counts its own loads (a run must execute the file once), and raises once the judge is "down":
+# the test takes it down when the first iteration starts, after the contract check and the
+# evaluation of the initial network have called it.
 BREAKS_LATER = """
 import pathlib
 
 _LOADS = pathlib.Path(__file__).with_suffix(".loads")
 _LOADS.write_text(str(int(_LOADS.read_text()) + 1 if _LOADS.exists() else 1))
-BROKEN = int(_LOADS.read_text()) >= 2
-CALLS = [0]
+_DOWN = pathlib.Path(__file__).with_suffix(".down")
 
 def echo(prompt, completion):
-  CALLS[0] += 1
-  if BROKEN and CALLS[0] > 2:
+  if _DOWN.exists():
     raise RuntimeError("the judge is down")
   return float(completion == prompt[:2])
 """
@@ -62,15 +62,23 @@ def test_cli_check_reward(tmp_path, capsys):
   assert "give prompts" in capsys.readouterr().err
 
 
-def test_cli_train_with_a_reward_that_breaks_then_resume(tmp_path, capsys):
+def test_cli_train_with_a_reward_that_breaks_then_resume(tmp_path, capsys, monkeypatch):
   reward = tmp_path / "judge.py"
   reward.write_text(BREAKS_LATER)
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("".join(f"{a}{b}\n" for a in "abcd" for b in "abcde"))  # 20 prompts
   out = tmp_path / "run"
+  real_iteration = train_lib.run_iteration
+
+  def judge_goes_down(*args, **kwargs):
+    reward.with_suffix(".down").touch()
+    return real_iteration(*args, **kwargs)
+
+  monkeypatch.setattr(train_lib, "run_iteration", judge_goes_down)
   argv = ["train", "--reward", f"{reward}:echo", "--prompts", str(prompts), "--alphabet", "xy",
           "--out", str(out), "--iterations", "1", "--no-progress", *TINY]
   assert cli.main(argv) == 1
+  assert reward.with_suffix(".loads").read_text() == "1"  # one run, one execution of the file
   captured = capsys.readouterr()
   assert captured.out.startswith(f"PASS: reward '{reward}:echo'")
   err = captured.err
@@ -83,7 +91,9 @@ def test_cli_train_with_a_reward_that_breaks_then_resume(tmp_path, capsys):
   saved = json.loads((out / "config.json").read_text())["task"]
   assert saved["name"] == "prompts" and saved["params"]["alphabet"] == "xy"
 
-  reward.write_text(BREAKS_LATER.replace("BROKEN and ", "False and "))
+  monkeypatch.setattr(train_lib, "run_iteration", real_iteration)
+  reward.with_suffix(".down").unlink()
   assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+  assert reward.with_suffix(".loads").read_text() == "2"
   rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
   assert [r["iteration"] for r in rows] == [0, 1]

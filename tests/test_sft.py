@@ -183,7 +183,7 @@ def test_anchor_loss_is_in_the_learner_and_lowers_demo_nll(sort_task, tiny_confi
     params = jax.tree.map(jnp.array, tiny_params)  # train_steps donates its params.
     params, _, metrics = learner.train_steps(
         params, optimizer.init(params), traj, config=tiny_config, optimizer=optimizer,
-        num_steps=10, value_loss_weight=1.0, anchor=anchor, anchor_weight=weight)
+        num_steps=10, weights=learner.LossWeights(value=1.0, anchor=weight), anchor=anchor)
     return params, metrics
 
   plain, plain_metrics = run(0.0)

@@ -1,7 +1,9 @@
 """tokenzero: AlphaZero-style search over token sequences, on JAX and mctx.
 
-The reward plug-in API is exported here so that a reward file reads
-`@tokenzero.batched_reward` / `@tokenzero.jax_reward`; everything else lives in its module.
+The names a user needs are here: `tokenzero.train(config, out_dir)`, `tokenzero.load_run(dir)`,
+`tokenzero.decode(...)` with any decoder, and the reward plug-in API, so that a reward file reads
+`@tokenzero.batched_reward` / `@tokenzero.jax_reward`. Each is imported on first use, so that
+`import tokenzero` (and `tokenzero --help`) costs nothing until JAX is needed.
 
 Dimension letters, one meaning each, in every shape comment and docstring of the package:
 
@@ -18,10 +20,40 @@ Dimension letters, one meaning each, in every shape comment and docstring of the
 | G | expansions per beam (value beam) | A | answer tokens a vote compares |
 """
 
-from tokenzero.rewards import (Reward, RewardError, batched_reward, check_reward, jax_reward,
-                               jax_step_reward, load_reward, step_reward)
+import importlib
+from typing import Any
 
-__all__ = [
-    "Reward", "RewardError", "batched_reward", "check_reward", "jax_reward", "jax_step_reward",
-    "load_reward", "step_reward",
-]
+# name -> module that defines it.
+_EXPORTS = {
+    "RunConfig": "tokenzero.config",
+    "resolve_config": "tokenzero.config",
+    "build": "tokenzero.run",
+    "load_run": "tokenzero.run",
+    "train": "tokenzero.loop",
+    "decode": "tokenzero.decoders",
+    "load_policy": "tokenzero.inference",
+    "complete": "tokenzero.inference",
+    "Reward": "tokenzero.rewards",
+    "RewardError": "tokenzero.rewards",
+    "batched_reward": "tokenzero.rewards",
+    "jax_reward": "tokenzero.rewards",
+    "step_reward": "tokenzero.rewards",
+    "jax_step_reward": "tokenzero.rewards",
+    "load_reward": "tokenzero.rewards",
+    "check_reward": "tokenzero.rewards",
+}
+_RENAMED = {"resolve_config": "resolve"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'tokenzero' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
+  globals()[name] = value  # the next lookup is a plain attribute.
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 
 # orbax logs every save at INFO through absl; keep the console for the progress bar.
@@ -25,11 +27,19 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class TrainState(NamedTuple):
-  params: Any
-  opt_state: Any
-  step: Any  # [] int32 optimizer steps taken
-  iteration: Any  # [] int32 loop iterations finished
-  rng: Any  # [2] uint32 base key data; iteration i uses fold_in(base, i)
+  """All a run needs to go on exactly where it stopped: what a checkpoint holds."""
+  params: optax.Params  # the network's parameters (model.init_params' tree)
+  opt_state: optax.OptState
+  step: jax.Array  # [] int32 optimizer steps taken
+  iteration: jax.Array  # [] int32 loop iterations finished
+  rng: jax.Array  # [2] uint32 base key data; iteration i uses fold_in(base, i)
+
+  @classmethod
+  def create(cls, params: optax.Params, optimizer: optax.GradientTransformation,
+             key: jax.Array) -> TrainState:
+    """The state before the first iteration: fresh optimizer state, counters at 0."""
+    return cls(params=params, opt_state=optimizer.init(params), step=jnp.int32(0),
+               iteration=jnp.int32(0), rng=jax.random.key_data(key))
 
 
 def _manager(directory: Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
@@ -74,7 +84,8 @@ class Checkpointer:
     if has_digest:
       items["digest"] = ocp.args.JsonRestore()
     restored = self._manager.restore(iteration, args=ocp.args.Composite(**items))
-    state = TrainState(*restored["state"])
+    # Named by the template's structure, not by position.
+    state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(restored["state"]))
     if not has_digest:
       warnings.warn(f"checkpoint {self.directory / str(iteration)} has no digest (an older "
                     "tokenzero wrote it): loaded without the integrity check", stacklevel=2)

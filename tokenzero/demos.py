@@ -23,11 +23,8 @@ import optax
 
 from tokenzero import model as model_lib
 from tokenzero.config import ModelConfig
+from tokenzero.errors import DemoError
 from tokenzero.tokenizer import Tokenizer, TokenizerError, encode_prompts
-
-
-class DemoError(ValueError):
-  """A demonstrations file or demo that cannot be used."""
 
 
 class Demo(NamedTuple):

@@ -19,7 +19,8 @@ import numpy as np
 from tokenzero import decoding
 from tokenzero import harness
 from tokenzero import model as model_lib
-from tokenzero.config import ConfigError, ModelConfig, SearchConfig
+from tokenzero import run as run_lib
+from tokenzero.config import ModelConfig, SearchConfig
 from tokenzero.rewards import TokenReward
 from tokenzero.tokenizer import Tokenizer, answer_mask, encode_prompts
 
@@ -46,24 +47,14 @@ def _zero_reward(prompt, prompt_len, completion, completion_len):
 
 def load_policy(path, *, dtype: str = "float32") -> Policy:
   """An HF model directory or a training run directory -> `Policy`."""
-  from tokenzero import hf, hf_tokenizer  # pylint: disable=import-outside-toplevel
-  path = Path(path)
-  if hf.is_hf_dir(path):
-    config, params = hf.load(path, dtype=dtype)
-    tokenizer = hf_tokenizer.load(path)
-    return Policy(config, params, tokenizer,
-                  jnp.asarray(answer_mask(tokenizer, config.vocab_size)), None,
-                  DEFAULT_MAX_NEW_TOKENS, SearchConfig(), "hf")
-  if (path / "checkpoints").is_dir():
-    from tokenzero import train as train_lib  # pylint: disable=import-outside-toplevel
-    setup, params = train_lib.load_run(path)
-    config = setup.config.model
-    if dtype != config.dtype:
-      config = dataclasses.replace(config, dtype=dtype)
-    return Policy(config, params, setup.tokenizer, setup.allowed, setup.reward_fn,
-                  setup.max_new_tokens, setup.config.search, "run")
-  raise ConfigError(f"{path} is neither an HF model directory (config.json of a supported "
-                    "architecture) nor a training run directory (checkpoints/)")
+  model = run_lib.load_model(path, dtype=dtype)
+  if model.setup is None:
+    return Policy(model.config, model.params, model.tokenizer,
+                  jnp.asarray(answer_mask(model.tokenizer, model.config.vocab_size)), None,
+                  DEFAULT_MAX_NEW_TOKENS, SearchConfig(), model.source)
+  setup = model.setup
+  return Policy(model.config, model.params, model.tokenizer, setup.allowed, setup.reward_fn,
+                setup.max_new_tokens, setup.config.search, model.source)
 
 
 def encode_prompt(policy: Policy, text: str) -> list[int]:

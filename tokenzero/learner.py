@@ -71,9 +71,22 @@ def step_outputs(params, config: ModelConfig, traj: Trajectory):
   return logits, value
 
 
-def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: float,
-            anchor: DemoBatch | None = None, anchor_weight: float = 0.0,
-            reference=None, kl_weight: float = 0.0):
+class LossWeights(NamedTuple):
+  """How much each term counts beside the policy cross-entropy (weight 1). Traced: changing a
+  weight never recompiles."""
+  value: float | jax.Array  # []
+  anchor: float | jax.Array = 0.0  # [] next-token loss on the anchor demonstrations
+  kl: float | jax.Array = 0.0  # [] KL(policy || reference)
+
+  @classmethod
+  def from_config(cls, config: OptimConfig) -> LossWeights:
+    return cls(value=config.value_loss_weight, anchor=config.anchor_weight,
+               kl=config.kl_weight)
+
+
+def loss_fn(params, traj: Trajectory, *, config: ModelConfig, weights: LossWeights,
+            anchor: DemoBatch | None = None, reference=None) -> tuple[jax.Array, LossInfo]:
+  """The learner's loss on a batch of trajectories -> (loss [], its terms)."""
   logits, value = step_outputs(params, config, traj)
   log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, V]
   target_log_probs = jnp.take_along_axis(log_probs, traj.policy_ids, axis=-1)  # [B, T, K]
@@ -91,18 +104,18 @@ def loss_fn(params, config: ModelConfig, traj: Trajectory, value_loss_weight: fl
     ref_log_probs = jax.nn.log_softmax(ref_logits, axis=-1)
     kl = jnp.sum(jnp.exp(log_probs) * (log_probs - ref_log_probs), axis=-1)  # [B, T]
     loss_kl = jnp.sum(kl * mask) / denom
-  loss = (loss_policy + value_loss_weight * loss_value + anchor_weight * loss_anchor
-          + kl_weight * loss_kl)
-  return loss, LossInfo(loss, loss_policy, loss_value, jnp.sum(entropy * mask) / denom,
-                        loss_anchor, loss_kl)
+  loss = (loss_policy + weights.value * loss_value + weights.anchor * loss_anchor
+          + weights.kl * loss_kl)
+  return loss, LossInfo(loss=loss, loss_policy=loss_policy, loss_value=loss_value,
+                        policy_entropy=jnp.sum(entropy * mask) / denom, loss_anchor=loss_anchor,
+                        loss_kl=loss_kl)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps",
-                                             "value_loss_weight"), donate_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps"),
+                   donate_argnums=(0, 1))
 def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
-                optimizer: optax.GradientTransformation, num_steps: int,
-                value_loss_weight: float, anchor: DemoBatch | None = None,
-                anchor_weight: float = 0.0, reference=None, kl_weight: float = 0.0):
+                optimizer: optax.GradientTransformation, num_steps: int, weights: LossWeights,
+                anchor: DemoBatch | None = None, reference=None):
   """`num_steps` optimizer steps on one batch of trajectories (pgx style: fresh data each
   iteration), and on one `anchor` batch of demonstrations when given. Returns new params,
   optimizer state and per-step `TrainMetrics`."""
@@ -110,13 +123,15 @@ def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
 
   def one_step(carry, _):
     params, opt_state = carry
-    (_, info), grads = grad_fn(params, config, traj, value_loss_weight, anchor, anchor_weight,
-                               reference, kl_weight)
+    (_, info), grads = grad_fn(params, traj, config=config, weights=weights, anchor=anchor,
+                               reference=reference)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     finite = new_opt_state.last_finite
-    metrics = TrainMetrics(info.loss, info.loss_policy, info.loss_value, info.policy_entropy,
-                           optax.tree.norm(grads), ~finite, info.loss_anchor, info.loss_kl)
+    metrics = TrainMetrics(loss=info.loss, loss_policy=info.loss_policy,
+                           loss_value=info.loss_value, policy_entropy=info.policy_entropy,
+                           grad_norm=optax.tree.norm(grads), skipped=~finite,
+                           loss_anchor=info.loss_anchor, loss_kl=info.loss_kl)
     return (params, new_opt_state), metrics
 
   (params, opt_state), metrics = jax.lax.scan(one_step, (params, opt_state), None,

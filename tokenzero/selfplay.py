@@ -37,6 +37,15 @@ class Trajectory(NamedTuple):
   root_value: jax.Array  # [B, T] network value at the root
 
 
+class _Decision(NamedTuple):
+  """What the scan records at one answer step, for every row."""
+  policy_ids: jax.Array  # [B, K] candidate token ids
+  policy_weights: jax.Array  # [B, K] the search policy over them
+  live: jax.Array  # [B] bool: the row took a decision at this step
+  search_value: jax.Array  # [B] root value backed up by the search
+  root_value: jax.Array  # [B] network value at the root
+
+
 def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature: jax.Array,
                 config: SelfPlayConfig) -> jax.Array:
   """Slot to play [B]: the search's pick or a tempered sample, plus uniform exploration."""
@@ -73,11 +82,11 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
     token = jnp.take_along_axis(out.candidates, slot[:, None], axis=1)[:, 0]
     live = ~state.done
     state = episode_lib.step(params, config, state, token, eos_id)
-    record = (out.candidates, out.action_weights, live, out.search_value, out.root_value)
-    return state, record
+    return state, _Decision(policy_ids=out.candidates, policy_weights=out.action_weights,
+                            live=live, search_value=out.search_value,
+                            root_value=out.root_value)
 
-  state, (ids, weights, live, search_value, root_value) = jax.lax.scan(
-      body, state, jax.random.split(rng, max_new_tokens))
+  state, steps = jax.lax.scan(body, state, jax.random.split(rng, max_new_tokens))
   reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
   steps_first = lambda x: jnp.swapaxes(x, 0, 1)
   return Trajectory(
@@ -86,9 +95,9 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       tokens=state.tokens,
       completion=state.completion,
       completion_len=state.num_generated,
-      policy_ids=steps_first(ids),
-      policy_weights=steps_first(weights),
-      step_mask=steps_first(live),
+      policy_ids=steps_first(steps.policy_ids),
+      policy_weights=steps_first(steps.policy_weights),
+      step_mask=steps_first(steps.live),
       reward=reward.astype(jnp.float32),
-      search_value=steps_first(search_value),
-      root_value=steps_first(root_value))
+      search_value=steps_first(steps.search_value),
+      root_value=steps_first(steps.root_value))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tokenzero import checkpoint as ckpt_lib
+from tokenzero import config as config_lib
 from tokenzero import demos as demos_lib
-from tokenzero import learner
+from tokenzero import hf, learner, rundir
+from tokenzero import run as run_lib
 from tokenzero.config import ConfigError, ModelConfig, OptimConfig
 from tokenzero.progress import progress_bar
 
@@ -94,26 +96,15 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
         batch_size: int = 16, seed: int = 0, progress: bool = True) -> SFTResult:
   """Loads `source` (HF model directory or run directory), fits it on the demos of `data`
   (JSONL) and saves the result into `out` (see the module docstring)."""
-  from tokenzero import hf, hf_tokenizer  # pylint: disable=import-outside-toplevel
-  from tokenzero import train as train_lib  # pylint: disable=import-outside-toplevel
   source, out = Path(source), Path(out)
   if out.resolve() == source.resolve():
     raise ConfigError("--out must not be the model being fitted")
-  if (out / "config.json").exists():
+  if (out / rundir.CONFIG_FILE).exists():
     raise ConfigError(f"{out} already holds a model or run; choose another --out")
   demos = demos_lib.read_demos(data)  # a bad file fails before any model loads.
-  if hf.is_hf_dir(source):
-    kind = "hf"
-    config, params = hf.load(source)
-    tokenizer = hf_tokenizer.load(source)
-  elif (source / "checkpoints").is_dir():
-    kind = "run"
-    setup, params = train_lib.load_run(source)
-    config, tokenizer = setup.config.model, setup.tokenizer
-  else:
-    raise ConfigError(f"{source} is neither an HF model directory (config.json of a supported "
-                      "architecture) nor a training run directory (checkpoints/)")
-  demos = demos_lib.encode_demos(tokenizer, demos, context=config.context)
+  model = run_lib.load_model(source)
+  config, params = model.config, model.params
+  demos = demos_lib.encode_demos(model.tokenizer, demos, context=config.context)
   nll_before = demos_lib.mean_nll(params, config, demos)
   with progress_bar("sft", enabled=progress) as bar:
     task = bar.add_task("", total=steps, status="")
@@ -122,25 +113,21 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
                     on_step=lambda step, loss: bar.update(task, completed=step + 1,
                                                           status=f"loss {loss:.4f}"))
   nll_after = demos_lib.mean_nll(params, config, demos)
-  if kind == "hf":
+  if model.source == "hf":
     hf.export(params, config, out, tokenizer_dir=source)
   else:
-    save_run(out, json.loads((source / "config.json").read_text()), params)
-  return SFTResult(out, kind, int(demos.tokens.shape[0]), steps, nll_before, nll_after)
+    save_run(out, rundir.read_config(source), params)
+  return SFTResult(out, model.source, int(demos.tokens.shape[0]), steps, nll_before, nll_after)
 
 
 def save_run(out_dir, config_dict: dict, params) -> Path:
   """A run directory whose iteration-0 checkpoint holds `params` (fresh optimizer state): what
-  `train.load_run` reads and `train.train(..., resume=True)` continues."""
-  from tokenzero import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
-  from tokenzero import config as config_lib  # pylint: disable=import-outside-toplevel
+  `run.load_run` reads and `train.train(..., resume=True)` continues."""
   out_dir = Path(out_dir)
   config = config_lib.from_dict(config_lib.RunConfig, config_dict)
-  optimizer = learner.make_optimizer(config.optim, 1)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
-  state = ckpt_lib.TrainState(params, optimizer.init(params), jnp.int32(0), jnp.int32(0),
-                              jax.random.key_data(jax.random.key(config.seed)))
+  rundir.write_config(out_dir, config_dict)
+  state = ckpt_lib.TrainState.create(params, learner.make_optimizer(config.optim, 1),
+                                     jax.random.key(config.seed))
   checkpointer = ckpt_lib.Checkpointer(out_dir / "checkpoints", keep=config.keep_checkpoints,
                                        writer=True)
   try:

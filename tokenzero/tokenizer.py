@@ -11,6 +11,8 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
+from tokenzero.errors import TokenizerError
+
 PAD_ID, SEP_ID, EOS_ID = 0, 1, 2
 _NUM_SPECIAL = 3
 _SPECIAL_NAMES = {PAD_ID: "<pad>", SEP_ID: "<sep>", EOS_ID: "<eos>"}
@@ -28,10 +30,6 @@ class Tokenizer(Protocol):
   def decode(self, ids: Iterable[int]) -> str: ...
 
   def describe(self) -> str: ...
-
-
-class TokenizerError(ValueError):
-  """Text the tokenizer cannot encode."""
 
 
 def _strip(ids: Iterable[int], eos_id: int) -> list[int]:

@@ -12,11 +12,11 @@ from tokenzero.tasks.arithmetic import Addition
 from tokenzero.tasks.countdown import Countdown
 from tokenzero.tasks.words import Anagram
 from tokenzero.tasks.brackets import Parentheses
-from tokenzero.tasks.prompt_file import PromptFileTask, read_prompts
+from tokenzero.tasks.prompt_file import PromptFileTask, prompt_task_values, read_prompts
 
 __all__ = [
     "TASKS", "Task", "TaskError", "describe_tasks", "make_task",
     "positional_credit", "positional_credit_tokens", "register", "task_params",
     "Sort", "Reverse", "Addition", "Countdown", "Anagram", "Parentheses", "PromptFileTask",
-    "read_prompts",
+    "prompt_task_values", "read_prompts",
 ]

@@ -15,14 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tokenzero.errors import TaskError
 from tokenzero.rewards import TokenReward
 from tokenzero.tokenizer import Tokenizer
 
 _PAD_TEXT, _EOS_TEXT = "<pad>", "<eos>"
-
-
-class TaskError(ValueError):
-  """Bad task name or parameters."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +60,11 @@ class Task:
 
   def jax_reward(self) -> TokenReward | None:
     """Optional in-graph reward equal to `score` on tokens; None means host callback."""
+    return None
+
+  def longest_prompt(self) -> str | None:
+    """The text of the prompt that sets `prompt_len`, for errors that name it (None: the task
+    generates its prompts, and every one fits)."""
     return None
 
   def held_out(self) -> list[str] | None:

@@ -138,6 +138,9 @@ class PromptFileTask(Task):
   def max_new_tokens(self) -> int:
     return DEFAULT_MAX_NEW_TOKENS
 
+  def longest_prompt(self) -> str:
+    return max(self._train + self._eval, key=lambda p: len(self._tokenizer.encode(p)))
+
   @property
   def train_prompts(self) -> tuple[str, ...]:
     return self._train
@@ -169,20 +172,17 @@ def _absolute(path: str) -> str:
   return str(Path(path).expanduser().resolve())
 
 
-def prompt_task_overrides(*, reward: str | None, prompts: str | None,
-                          eval_prompts: str | None = None, alphabet: str | None = None,
-                          tokenizer: str | None = None) -> list[str]:
-  """`train --reward F.py:fn --prompts P [...]` -> the config overrides of the `prompts` task.
-
-  Paths become absolute, so that `--resume` works from any directory. Values are JSON strings,
-  so that an alphabet such as `123` stays a string.
-  """
+def prompt_task_values(*, reward: str | None, prompts: str | None,
+                       eval_prompts: str | None = None, alphabet: str | None = None,
+                       tokenizer: str | None = None) -> dict[str, Any]:
+  """`train --reward F.py:fn --prompts P [...]` -> the typed config values (dotted keys) of the
+  `prompts` task. Paths become absolute, so that `--resume` works from any directory."""
   extras = {"eval_prompts": eval_prompts, "alphabet": alphabet, "tokenizer": tokenizer}
   if reward is None and prompts is None:
     given = [f"--{k.replace('_', '-')}" for k, v in extras.items() if v is not None]
     if given:
       raise TaskError(f"{', '.join(given)} only go with --reward and --prompts")
-    return []
+    return {}
   if reward is None or prompts is None:
     raise TaskError("--reward and --prompts go together: tokenzero train --reward "
                     "FILE.py:FUNCTION --prompts PROMPTS.txt")
@@ -194,5 +194,5 @@ def prompt_task_overrides(*, reward: str | None, prompts: str | None,
       "alphabet": alphabet,
       "tokenizer_spec": tokenizer,
   }
-  return ["task.name=prompts"] + [f"task.params.{key}={json.dumps(value)}"
-                                  for key, value in params.items() if value is not None]
+  return {"task.name": "prompts", **{f"task.params.{key}": value
+                                     for key, value in params.items() if value is not None}}

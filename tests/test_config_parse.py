@@ -51,3 +51,13 @@ def test_round_trip_through_dict():
   config = config_lib.resolve(overrides=["task.params.length=3", "model.d_model=32"])
   again = config_lib.from_dict(RunConfig, config_lib.to_dict(config))
   assert again == config
+
+
+def test_typed_values_then_string_overrides():
+  config = config_lib.resolve(
+      overrides=["seed=3", "task.params.alphabet=123"],
+      values={"seed": 1, "iterations": 7, "task.name": "prompts", "task.params.prompts": "p.txt"})
+  assert config.seed == 3 and config.iterations == 7  # strings come after the typed values
+  assert dict(config.task.params) == {"prompts": "p.txt", "alphabet": 123}
+  with pytest.raises(ConfigError, match="unknown config key 'iteratons'"):
+    config_lib.resolve(values={"iteratons": 3})

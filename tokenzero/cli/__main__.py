@@ -1,0 +1,5 @@
+import sys
+
+from tokenzero.cli import main
+
+sys.exit(main())

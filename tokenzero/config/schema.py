@@ -1,0 +1,132 @@
+"""The run configuration: one frozen dataclass per section, nested in `RunConfig`.
+
+The fields and their defaults are the documentation of every `KEY=VALUE` a run accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Decoder-only transformer with a policy head (logits) and a value head.
+
+  `arch="gpt2"`: pre-LN LayerNorm, learned positions, GELU MLP, tied embeddings.
+  `arch="llama"`: RMSNorm, RoPE, SwiGLU, grouped-query attention (Qwen2 adds q/k/v biases).
+  """
+  arch: str = "gpt2"
+  vocab_size: int = 0  # 0: taken from the tokenizer.
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 0  # 0: same as num_heads (no grouping).
+  head_dim: int = 0  # 0: d_model // num_heads.
+  d_model: int = 64
+  d_ff: int = 0  # 0: 4 * d_model.
+  context: int = 0  # 0: prompt length + answer length of the task.
+  norm_eps: float = 1e-5
+  rope_theta: float = 10000.0
+  tie_embeddings: bool = True
+  attn_bias: bool = True  # biases on q/k/v projections (GPT-2, Qwen2).
+  proj_bias: bool = True  # biases on the attention output and MLP (GPT-2 only).
+  dtype: str = "float32"  # compute dtype: float32 or bfloat16; params stay float32.
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def dim_per_head(self) -> int:
+    return self.head_dim or self.d_model // self.num_heads
+
+  @property
+  def ff_dim(self) -> int:
+    return self.d_ff or 4 * self.d_model
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+  name: str = "sort"
+  params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # task-specific knobs.
+  max_new_tokens: int = 0  # 0: the task's own answer length.
+  success_threshold: float = 1.0  # a completion with reward >= this counts as a success.
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  algorithm: str = "gumbel"  # "gumbel" (mctx.gumbel_muzero_policy) or "puct" (muzero_policy).
+  num_simulations: int = 32
+  # Actions of a node = its top-K candidate tokens. 0: 16, or the whole vocabulary when
+  # smaller; a K larger than the vocabulary is an error.
+  top_k: int = 0
+  max_depth: int = 0  # 0: the task's answer length.
+  incremental: bool = True  # False: full-recompute reference (slow, for tests and benchmarks).
+  max_num_considered_actions: int = 16
+  gumbel_scale: float = 1.0
+  # Gumbel's completed-Q transform: sigma(q) = (maxvisit_init + max visits) * value_scale * q.
+  # Rewards here already live in [0, 1], so per-node min-max rescaling is off by default: it
+  # blows noise between nearly equal children up to the full [0, 1] range. On sort-5 this
+  # setting (with 8 optimizer steps per iteration) learned far faster than mctx's defaults;
+  # the runs are in experiments/README.md.
+  value_scale: float = 1.0
+  maxvisit_init: float = 50.0
+  rescale_values: bool = False
+  pb_c_init: float = 1.25
+  pb_c_base: float = 19652.0
+  dirichlet_alpha: float = 0.3
+  dirichlet_fraction: float = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfPlayConfig:
+  batch_size: int = 256
+  action_selection: str = "sample"  # "sample" from action_weights, or "search" (its chosen action).
+  temperature: float = 1.0  # sampling temperature at iteration 0 ...
+  final_temperature: float = 0.25  # ... decayed linearly to this at the last iteration.
+  random_action_prob: float = 0.1  # exploration: a uniform random candidate instead.
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  learning_rate: float = 3e-3
+  final_learning_rate_fraction: float = 0.1
+  warmup_steps: int = 20
+  decay_steps: int = 0  # cosine horizon in optimizer steps; 0: the whole run.
+  weight_decay: float = 1e-4
+  grad_clip: float = 1.0
+  steps_per_iteration: int = 8
+  value_loss_weight: float = 1.0
+  max_nonfinite_updates: int = 10  # consecutive skipped (NaN/inf) updates before the run stops.
+  # Fresh-data anchor: + anchor_weight * next-token loss on {prompt, completion} JSONL demos
+  # (`anchor_data`), `anchor_batch_size` of them per iteration (0: selfplay.batch_size).
+  anchor_weight: float = 0.0
+  # + kl_weight * KL(policy || initial network) per decision step: keeps the policy near its
+  # starting point (the random init, or the `init_from` checkpoint).
+  kl_weight: float = 0.0
+  anchor_data: str = ""
+  anchor_batch_size: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  num_prompts: int = 512
+  every: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  seed: int = 0
+  iterations: int = 300
+  minutes: float = 0.0  # wall-clock budget; 0 means none.
+  checkpoint_every: int = 10
+  keep_checkpoints: int = 3
+  # An HF model directory to start from: its weights, shape (the model section) and tokenizer
+  # (the prompts task's). Model keys other than model.dtype must then be left unset.
+  init_from: str = ""
+  task: TaskConfig = TaskConfig()
+  model: ModelConfig = ModelConfig()
+  search: SearchConfig = SearchConfig()
+  selfplay: SelfPlayConfig = SelfPlayConfig()
+  optim: OptimConfig = OptimConfig()
+  eval: EvalConfig = EvalConfig()

@@ -1,0 +1,279 @@
+"""The closed loop: self-play -> targets -> learner -> evaluation -> checkpoint, per iteration.
+
+`train(config_or_setup, out_dir)` is what the CLI calls and what tests call; `run_iteration` is
+one turn of the loop. The run directory's files are `tokenzero.rundir`'s.
+
+Everything random derives from the seed and the iteration number (prompts from a numpy stream
+keyed by (seed, iteration), JAX keys by `fold_in(seed key, iteration)`), so a resumed run
+replays exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tokenzero import checkpoint as ckpt_lib
+from tokenzero import config as config_lib
+from tokenzero import demos as demos_lib
+from tokenzero import evaluate, learner, plots, prompts, rewards, rundir, selfplay
+from tokenzero.config import ConfigError, RunConfig
+from tokenzero.progress import progress_bar
+from tokenzero.run import Setup, build, initial_params
+from tokenzero.stopping import Interrupted, NonfiniteStreak, StopFlag, TrainingError
+
+
+def temperature_at(config: RunConfig, iteration: int) -> float:
+  frac = min(1.0, iteration / max(config.iterations, 1))
+  sp = config.selfplay
+  return sp.temperature + (sp.final_temperature - sp.temperature) * frac
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+  """What stays fixed across the iterations of a run."""
+  setup: Setup
+  optimizer: optax.GradientTransformation
+  eval_batch: prompts.PromptBatch  # the held-out prompts
+  stream: prompts.PromptStream  # training prompts, disjoint from the held-out ones
+  anchor_demos: demos_lib.DemoBatch | None  # optim.anchor_data, encoded
+  reference: optax.Params | None  # the initial network, for the KL penalty
+
+  @property
+  def config(self) -> RunConfig:
+    return self.setup.config
+
+
+def evaluate_now(loop: Loop, params) -> dict[str, float]:
+  """Greedy (no search) reward and success on the held-out prompts."""
+  setup = loop.setup
+  result = evaluate.evaluate_greedy(
+      params, loop.eval_batch.tokens, loop.eval_batch.lengths, setup.allowed,
+      config=setup.config.model, reward_fn=setup.reward_fn, max_new_tokens=setup.max_new_tokens,
+      eos_id=setup.tokenizer.eos_id, success_threshold=setup.config.task.success_threshold)
+  rewards.raise_pending()
+  return {"eval_greedy_reward": float(result.reward.mean()),
+          "eval_greedy_success": float(result.success.mean())}
+
+
+def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int
+                  ) -> tuple[ckpt_lib.TrainState, learner.TrainMetrics, dict[str, Any]]:
+  """Self-play on fresh prompts, then the learner's steps on its targets -> (new state, the
+  learner's per-step metrics, the iteration's metrics row without evaluation and elapsed_s)."""
+  setup, config = loop.setup, loop.config
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), iteration)
+  texts = loop.stream.draw(iteration, config.selfplay.batch_size)
+  batch = prompts.encode_batch(setup.tokenizer, texts, setup.task.prompt_len)
+  t0 = time.monotonic()
+  traj = selfplay.self_play(
+      state.params, batch.tokens, batch.lengths, key,
+      jnp.float32(temperature_at(config, iteration)), setup.allowed, config=config.model,
+      search_config=config.search, selfplay_config=config.selfplay, reward_fn=setup.reward_fn,
+      max_new_tokens=setup.max_new_tokens, eos_id=setup.tokenizer.eos_id)
+  traj = jax.block_until_ready(traj)
+  rewards.raise_pending()
+  t1 = time.monotonic()
+  anchor = None
+  if loop.anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
+    picks = np.random.default_rng([config.seed, 3, iteration]).integers(
+        0, loop.anchor_demos.tokens.shape[0],
+        config.optim.anchor_batch_size or config.selfplay.batch_size)
+    anchor = demos_lib.take(loop.anchor_demos, picks)
+  params, opt_state, metrics = learner.train_steps(
+      state.params, state.opt_state, traj, config=config.model, optimizer=loop.optimizer,
+      num_steps=config.optim.steps_per_iteration,
+      weights=learner.LossWeights.from_config(config.optim), anchor=anchor,
+      reference=loop.reference)
+  metrics = jax.device_get(metrics)
+  t2 = time.monotonic()
+  state = ckpt_lib.TrainState(params=params, opt_state=opt_state,
+                              step=state.step + config.optim.steps_per_iteration,
+                              iteration=jnp.int32(iteration), rng=state.rng)
+  finite = ~np.asarray(metrics.skipped)
+  mean = lambda x: float(np.mean(np.asarray(x)[finite])) if finite.any() else None
+  row = {
+      "iteration": iteration,
+      "elapsed_s": None,
+      "selfplay_reward": float(traj.reward.mean()),
+      "selfplay_success": float((traj.reward >= config.task.success_threshold).mean()),
+      "loss_policy": mean(metrics.loss_policy),
+      "loss_value": mean(metrics.loss_value),
+      "policy_entropy": mean(metrics.policy_entropy),
+      "grad_norm": mean(metrics.grad_norm),
+      "nonfinite_updates": int((~finite).sum()),
+      "search_value": float(traj.search_value[:, 0].mean()),
+      "temperature": temperature_at(config, iteration),
+      "selfplay_s": round(t1 - t0, 3),
+      "train_s": round(t2 - t1, 3),
+  }
+  if anchor is not None:
+    row["loss_anchor"] = mean(metrics.loss_anchor)
+  if loop.reference is not None:
+    row["loss_kl"] = mean(metrics.loss_kl)
+  return state, metrics, row
+
+
+def train(run: RunConfig | Setup, out_dir: str | Path, *, resume: bool = False,
+          allow_config_change: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print,
+          saved_config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+  """Runs (or resumes) a training run into `out_dir`; returns the metrics rows.
+
+  `run` is a config, or the `Setup` already built from one (the CLI builds it first to check
+  the user's reward, and the reward file is executed once per run). `saved_config`: the run's
+  `config.json` when the caller has read it already (resuming).
+  """
+  setup = run if isinstance(run, Setup) else build(run)
+  out_dir = Path(out_dir)
+  with rundir.RunLock(out_dir):
+    return _train_locked(setup, out_dir, resume=resume, allow_config_change=allow_config_change,
+                         progress=progress, log=log, saved_config=saved_config)
+
+
+def _start(setup: Setup, out_dir: Path, params: optax.Params, *, resume: bool,
+           log: Callable[[str], None], checkpointer: ckpt_lib.Checkpointer,
+           optimizer: optax.GradientTransformation):
+  """The state to go on from (a fresh one from `params`, or the newest checkpoint's) and the
+  metrics rows before it (a resumed run's)."""
+  state = ckpt_lib.TrainState.create(params, optimizer, jax.random.key(setup.config.seed))
+  if not resume:
+    return state, []
+  restored = checkpointer.restore_latest(state)
+  if restored is None and (steps := checkpointer.steps()):
+    raise TrainingError(
+        f"none of the checkpoints {steps} in {checkpointer.directory} loads (see the "
+        "warnings above); move them away to start the run over")
+  if restored is None:
+    log(f"no checkpoint in {checkpointer.directory} yet: starting from iteration 0")
+    return state, []
+  state, _ = restored
+  rows = rundir.read_metrics(out_dir / rundir.METRICS_FILE, int(state.iteration))
+  log(f"resumed from iteration {int(state.iteration)} in {out_dir}")
+  if not rows:
+    log(f"{out_dir / rundir.METRICS_FILE} has no rows up to iteration "
+        f"{int(state.iteration)}; the checkpoint is good, so the run goes on without them")
+  return state, rows
+
+
+def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, progress, log,
+                  saved_config) -> list[dict[str, Any]]:
+  config = setup.config
+  config_dict = config_lib.to_dict(config)
+  if resume:
+    saved = saved_config if saved_config is not None else rundir.read_config(out_dir)
+    rundir.check_resume(saved, config, allow_change=allow_config_change)
+  else:
+    rundir.check_fresh(out_dir)
+  rundir.write_config(out_dir, config_dict)
+
+  optimizer = learner.make_optimizer(config.optim,
+                                     config.iterations * config.optim.steps_per_iteration)
+  anchor_demos = _anchor_demos(config, setup.tokenizer)
+  checkpointer = ckpt_lib.Checkpointer(out_dir / "checkpoints", keep=config.keep_checkpoints,
+                                       writer=True)
+  try:
+    params = initial_params(config)
+    # The KL reference is the initial network, rebuilt from the seed (or init_from) on resume.
+    # A copy: the first iteration donates `params` to the optimizer step.
+    reference = jax.tree.map(jnp.copy, params) if config.optim.kl_weight > 0 else None
+    state, rows = _start(setup, out_dir, params, resume=resume, log=log,
+                         checkpointer=checkpointer, optimizer=optimizer)
+    eval_texts = prompts.eval_texts(setup.task, config.seed, config.eval.num_prompts)
+    loop = Loop(setup=setup, optimizer=optimizer,
+                eval_batch=prompts.encode_batch(setup.tokenizer, eval_texts,
+                                                setup.task.prompt_len),
+                stream=prompts.PromptStream(setup.task.sample, config.seed, exclude=eval_texts),
+                anchor_demos=anchor_demos, reference=reference)
+    return _loop(loop, state, rows, out_dir, checkpointer, config_dict, progress=progress,
+                 log=log)
+  finally:
+    checkpointer.close()
+
+
+def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], out_dir: Path,
+          checkpointer: ckpt_lib.Checkpointer, config_dict: dict[str, Any], *, progress: bool,
+          log: Callable[[str], None]) -> list[dict[str, Any]]:
+  config = loop.config
+  metrics_path = out_dir / rundir.METRICS_FILE
+  elapsed_before = rows[-1]["elapsed_s"] if rows else 0.0
+  started = time.monotonic()
+  elapsed = lambda: round(elapsed_before + time.monotonic() - started, 3)
+
+  def append(row):
+    rows.append(row)
+    rundir.append_metrics(metrics_path, row)
+
+  rundir.write_metrics(metrics_path, rows)  # drop rows past the checkpoint we resumed from.
+  if int(state.iteration) == 0 and not rows:
+    append({"iteration": 0, "elapsed_s": elapsed(), "selfplay_reward": None,
+            "loss_policy": None, "loss_value": None, **evaluate_now(loop, state.params)})
+    checkpointer.save(state, config_dict)
+
+  start_iteration = int(state.iteration)
+  deadline = time.monotonic() + config.minutes * 60 if config.minutes > 0 else math.inf
+  stop_reason = None
+  saved_iteration = start_iteration
+  streak = NonfiniteStreak()
+  with StopFlag() as stop, progress_bar("iteration", enabled=progress) as bar:
+    bar_task = bar.add_task("", total=config.iterations, completed=start_iteration, status="")
+    for iteration in range(start_iteration + 1, config.iterations + 1):
+      first_step = int(state.step) + 1
+      state, metrics, row = run_iteration(loop, state, iteration)
+      streak.update(metrics, first_step)
+      if iteration % config.eval.every == 0 or iteration == config.iterations:
+        row.update(evaluate_now(loop, state.params))
+      row["elapsed_s"] = elapsed()
+      append(row)
+      bar.update(bar_task, completed=iteration, status=(
+          f"selfplay {row['selfplay_reward']:.3f} greedy success "
+          f"{row.get('eval_greedy_success', float('nan')):.3f}"))
+      if streak.length >= config.optim.max_nonfinite_updates:
+        raise TrainingError(
+            f"stopping at iteration {iteration}: {streak.length} consecutive optimizer "
+            f"updates were skipped (optim.max_nonfinite_updates="
+            f"{config.optim.max_nonfinite_updates}), the first at {streak.start}; the last good "
+            f"checkpoint, iteration {saved_iteration}, is in {checkpointer.directory}")
+      last = iteration == config.iterations
+      if stop.signal_name:
+        stop_reason = f"received {stop.signal_name}"
+      elif time.monotonic() >= deadline:
+        stop_reason = f"reached the {config.minutes:g}-minute budget"
+      # Never checkpoint params from a streak of skipped updates: they may be what fails.
+      if not streak.length and (last or stop_reason or iteration % config.checkpoint_every == 0):
+        checkpointer.save(state, config_dict)
+        saved_iteration = iteration
+      if stop_reason:
+        break
+  plots.learning_curve(rows, out_dir / "learning_curve.png", title=f"{loop.setup.task.name}")
+  if stop_reason:
+    message = (f"stopped after iteration {int(state.iteration)} ({stop_reason}); the newest "
+               f"checkpoint is iteration {saved_iteration}. Resume with: tokenzero train "
+               f"--out {out_dir} --resume")
+    if stop.signal_name:
+      raise Interrupted(message, signum=signal.Signals[stop.signal_name].value)
+    log(message)
+  elif saved_iteration != int(state.iteration):
+    log(f"the last updates were skipped as non-finite: the newest checkpoint is iteration "
+        f"{saved_iteration}, not {int(state.iteration)}")
+  return rows
+
+
+def _anchor_demos(config: RunConfig, tokenizer) -> demos_lib.DemoBatch | None:
+  """The encoded `optim.anchor_data` demos (None without an anchor), checked before any
+  compile."""
+  if config.optim.anchor_weight == 0:
+    return None
+  try:
+    return demos_lib.encode_demos(tokenizer, demos_lib.read_demos(config.optim.anchor_data),
+                                  context=config.model.context)
+  except demos_lib.DemoError as err:
+    raise ConfigError(f"optim.anchor_data: {err}") from None
