@@ -227,7 +227,7 @@ def add_eval(sub) -> None:
 
 def cmd_decode(args) -> int:
   import dataclasses as dc
-  from tokenzero import harness, hf, hf_tokenizer, inference, rewards
+  from tokenzero import harness, hf, inference, rewards
   if (args.prompt is None) == (args.token_ids is None):
     raise UsageError("give exactly one of --prompt TEXT and --token-ids 1,2,3")
   try:
@@ -244,7 +244,7 @@ def cmd_decode(args) -> int:
     out = inference.complete(policy, prompt_ids, method=method, budget=budget,
                              max_new_tokens=args.max_new_tokens or 0, seed=args.seed,
                              reward_fn=reward_fn)
-  except (hf.HFError, hf_tokenizer.HFTokenizerError) as err:
+  except (hf.HFError, hf.HFTokenizerError) as err:
     raise UsageError(str(err)) from None
   except ValueError as err:
     if isinstance(err, USER_ERRORS):
@@ -282,7 +282,7 @@ def add_decode(sub) -> None:
 
 
 def cmd_sft(args) -> int:
-  from tokenzero import hf, hf_tokenizer, sft
+  from tokenzero import hf, sft
   out = args.out
   if out is None:
     out = Path("runs") / f"sft-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -290,7 +290,7 @@ def cmd_sft(args) -> int:
     result = sft.sft(args.model, args.data, out=out, steps=args.steps, learning_rate=args.lr,
                      batch_size=args.batch_size, seed=args.seed,
                      progress=not args.no_progress)
-  except (hf.HFError, hf_tokenizer.HFTokenizerError) as err:
+  except (hf.HFError, hf.HFTokenizerError) as err:
     raise UsageError(str(err)) from None
   except ValueError as err:
     if isinstance(err, USER_ERRORS):

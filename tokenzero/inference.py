@@ -46,11 +46,11 @@ def _zero_reward(prompt, prompt_len, completion, completion_len):
 
 def load_policy(path, *, dtype: str = "float32") -> Policy:
   """An HF model directory or a training run directory -> `Policy`."""
-  from tokenzero import hf, hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from tokenzero import hf  # pylint: disable=import-outside-toplevel
   path = Path(path)
   if hf.is_hf_dir(path):
     config, params = hf.load(path, dtype=dtype)
-    tokenizer = hf_tokenizer.load(path)
+    tokenizer = hf.load_tokenizer(path)
     return Policy(config, params, tokenizer,
                   jnp.asarray(answer_mask(tokenizer, config.vocab_size)), None,
                   DEFAULT_MAX_NEW_TOKENS, SearchConfig(), "hf")

@@ -94,7 +94,7 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
         batch_size: int = 16, seed: int = 0, progress: bool = True) -> SFTResult:
   """Loads `source` (HF model directory or run directory), fits it on the demos of `data`
   (JSONL) and saves the result into `out` (see the module docstring)."""
-  from tokenzero import hf, hf_tokenizer  # pylint: disable=import-outside-toplevel
+  from tokenzero import hf  # pylint: disable=import-outside-toplevel
   from tokenzero import train as train_lib  # pylint: disable=import-outside-toplevel
   source, out = Path(source), Path(out)
   if out.resolve() == source.resolve():
@@ -105,7 +105,7 @@ def sft(source, data, *, out, steps: int = 200, learning_rate: float = 1e-4,
   if hf.is_hf_dir(source):
     kind = "hf"
     config, params = hf.load(source)
-    tokenizer = hf_tokenizer.load(source)
+    tokenizer = hf.load_tokenizer(source)
   elif (source / "checkpoints").is_dir():
     kind = "run"
     setup, params = train_lib.load_run(source)
