@@ -35,3 +35,12 @@ def tiny_params(tiny_config):
   keys = jax.random.split(jax.random.key(1), len(leaves))
   return jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape)
                                    for x, k in zip(leaves, keys)])
+
+
+@pytest.fixture(scope="session", params=("gpt2", "llama", "qwen2"))  # hf_checkpoints.FAMILIES
+def hf_checkpoint(request, tmp_path_factory):
+  """A tiny random HF model of each family, saved and loaded back (`hf_checkpoints.Checkpoint`);
+  shared by the configs, params and files tests of `tokenzero.hf`."""
+  # torch and transformers are test extras: only the tests that ask for this fixture need them.
+  hf_checkpoints = pytest.importorskip("hf_checkpoints")
+  return hf_checkpoints.save_and_load(request.param, tmp_path_factory.mktemp(request.param))

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tokenzero import rewards as rewards_lib
+from tokenzero.hf import HFTokenizerError, load_tokenizer
 from tokenzero.tasks.base import Task, TaskError, register
 from tokenzero.tokenizer import CharTokenizer, Tokenizer, TokenizerError, from_spec
 
@@ -117,10 +118,9 @@ class PromptFileTask(Task):
 
   def _make_tokenizer(self, texts: list[str]) -> Tokenizer:
     if self.tokenizer_spec.startswith("hf:"):  # a checkpoint's own (what `init_from` sets)
-      from tokenzero import hf_tokenizer  # pylint: disable=import-outside-toplevel
       try:
-        return hf_tokenizer.load(self.tokenizer_spec[len("hf:"):])
-      except hf_tokenizer.HFTokenizerError as err:
+        return load_tokenizer(self.tokenizer_spec[len("hf:"):])
+      except HFTokenizerError as err:
         raise TaskError(f"prompts: tokenizer_spec {self.tokenizer_spec!r}: {err}") from None
     if self.tokenizer_spec:
       return from_spec(self.tokenizer_spec)

@@ -25,9 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import tokenizers
 
-
-class HFTokenizerError(ValueError):
-  """A tokenizer directory tokenzero cannot use."""
+from tokenzero.errors import HFTokenizerError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,7 +91,7 @@ def _ids(value) -> list[int]:
   return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
-def load(tokenizer_dir) -> HFTokenizer:
+def load_tokenizer(tokenizer_dir) -> HFTokenizer:
   """The tokenizer of an HF model directory (`tokenizer.json` plus its config files)."""
   tokenizer_dir = Path(tokenizer_dir)
   path = tokenizer_dir / "tokenizer.json"
@@ -140,3 +138,6 @@ def load(tokenizer_dir) -> HFTokenizer:
       eos_ids=tuple(eos_ids),
       bos_id=bos_id,
       pad_token_id=pad_token_id)
+
+
+load = load_tokenizer  # `hf.tokenizer.load(dir)`, as `hf.load(dir)` loads the model
