@@ -173,12 +173,11 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
                            embedding=root_node)
   context = _Context(params, episode, allowed)
   recurrent_fn = make_recurrent_fn(config, search_config, reward_fn, eos_id)
+  common = dict(num_simulations=search_config.num_simulations, invalid_actions=~valid,
+                max_depth=depth)
   if search_config.algorithm == "gumbel":
     out = mctx.gumbel_muzero_policy(
-        context, rng, root, recurrent_fn,
-        num_simulations=search_config.num_simulations,
-        invalid_actions=~valid,
-        max_depth=depth,
+        context, rng, root, recurrent_fn, **common,
         max_num_considered_actions=search_config.max_num_considered_actions,
         gumbel_scale=search_config.gumbel_scale,
         qtransform=functools.partial(
@@ -188,10 +187,7 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
             rescale_values=search_config.rescale_values))
   elif search_config.algorithm == "puct":
     out = mctx.muzero_policy(
-        context, rng, root, recurrent_fn,
-        num_simulations=search_config.num_simulations,
-        invalid_actions=~valid,
-        max_depth=depth,
+        context, rng, root, recurrent_fn, **common,
         dirichlet_fraction=search_config.dirichlet_fraction,
         dirichlet_alpha=search_config.dirichlet_alpha,
         pb_c_init=search_config.pb_c_init,

@@ -54,21 +54,20 @@ class _Parser:
   def peek(self) -> str:
     return self.text[self.pos] if self.pos < len(self.text) else ""
 
-  def expr(self) -> int:
-    value = self.term()
-    while self.peek() in ("+", "-"):
+  def _chain(self, operand, ops: tuple[str, str]) -> int:
+    """operand (op operand)*, left to right: one precedence level."""
+    value = operand()
+    while self.peek() in ops:
       op = self.peek()
       self.pos += 1
-      value = _apply(op, value, self.term())
+      value = _apply(op, value, operand())
     return value
 
+  def expr(self) -> int:
+    return self._chain(self.term, ("+", "-"))
+
   def term(self) -> int:
-    value = self.factor()
-    while self.peek() in ("*", "/"):
-      op = self.peek()
-      self.pos += 1
-      value = _apply(op, value, self.factor())
-    return value
+    return self._chain(self.factor, ("*", "/"))
 
   def factor(self) -> int:
     if self.peek() == "(":
