@@ -83,9 +83,9 @@ def cmd_train(args) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path("runs") / f"{config.task.name}-{stamp}"
   setup = train_lib.build(config)  # every config check before anything compiles.
-  from tokenzero import rewards
+  from tokenzero.tasks import check_task_reward
   # A user reward: its contract check first.
-  check = rewards.check_task_reward(setup.task, max_new_tokens=setup.max_new_tokens)
+  check = check_task_reward(setup.task, max_new_tokens=setup.max_new_tokens)
   if check is not None:
     print(check.verdict, flush=True)
     if not check.ok:

@@ -32,7 +32,7 @@ from tokenzero import model as model_lib
 from tokenzero.config import ConfigError, RunConfig
 from tokenzero.progress import progress_bar
 from tokenzero.tokenizer import answer_mask
-from tokenzero.tasks import Task, make_task
+from tokenzero.tasks import Task, make_task, task_token_reward
 
 # Keys that may change when a run is resumed: they say how long to go on, not what to train.
 RESUMABLE_KEYS = ("iterations", "minutes")
@@ -90,7 +90,7 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
   config = dataclasses.replace(config, model=model)
   validate(config)
   allowed = jnp.asarray(answer_mask(tokenizer, model.vocab_size))
-  return Setup(config, task, max_new_tokens, rewards.task_token_reward(task), allowed)
+  return Setup(config, task, max_new_tokens, task_token_reward(task), allowed)
 
 
 def _from_pretrained(config: RunConfig) -> RunConfig:
