@@ -31,7 +31,7 @@ from tokenzero.config import ModelConfig, SearchConfig
 from tokenzero.progress import progress_bar
 from tokenzero.tokenizer import answer_mask
 from tokenzero.rewards import TokenReward
-from tokenzero.tasks import Task
+from tokenzero.tasks import Task, task_token_reward
 
 SCHEMA = "tokenzero.eval/1"
 
@@ -214,7 +214,7 @@ def sweep_task(params, config: ModelConfig, task: Task, *, num_prompts: int, pro
   the task's reward unless `reward_fn` is given. Other keywords go to `sweep`."""
   batch = prompts_lib.encode_batch(task.tokenizer, prompts_lib.eval_texts(task, prompt_seed, num_prompts),
                                    task.prompt_len)
-  return sweep(params, config, batch, reward_fn=reward_fn or rewards_lib.task_token_reward(task),
+  return sweep(params, config, batch, reward_fn=reward_fn or task_token_reward(task),
                max_new_tokens=max_new_tokens or task.max_new_tokens,
                eos_id=task.tokenizer.eos_id,
                allowed=(jnp.asarray(answer_mask(task.tokenizer, config.vocab_size)) if allowed is None

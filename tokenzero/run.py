@@ -24,10 +24,9 @@ from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
 from tokenzero import hf, learner, rundir
 from tokenzero import model as model_lib
-from tokenzero import rewards
 from tokenzero.config import ConfigError, ModelConfig, RunConfig
 from tokenzero.rewards import TokenReward
-from tokenzero.tasks import Task, make_task
+from tokenzero.tasks import Task, make_task, task_token_reward
 from tokenzero.tokenizer import Tokenizer, answer_mask
 
 
@@ -56,7 +55,7 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
       max_new_tokens=max_new_tokens, longest_prompt=task.longest_prompt(),
       padded_vocab_ok=bool(config.init_from))
   allowed = jnp.asarray(answer_mask(task.tokenizer, config.model.vocab_size))
-  return Setup(config, task, max_new_tokens, rewards.task_token_reward(task), allowed)
+  return Setup(config, task, max_new_tokens, task_token_reward(task), allowed)
 
 
 def _from_pretrained(config: RunConfig) -> RunConfig:

@@ -1,4 +1,4 @@
-"""The task interface, the task registry, and positional partial credit shared by tasks.
+"""The task interface, its reward on tokens, the task registry, and shared partial credit.
 
 A task speaks text (`sample`, `score`) so that users can read and extend it; it may also offer a
 `jax_reward` on tokens, which runs inline in the jitted search instead of through a host
@@ -9,6 +9,7 @@ Dimension letters: B batch, P prompt slots, T answer budget.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokenzero.errors import TaskError
-from tokenzero.rewards import TokenReward
+from tokenzero.rewards import TokenReward, host_token_reward
 from tokenzero.tokenizer import Tokenizer
 
 _PAD_TEXT, _EOS_TEXT = "<pad>", "<eos>"
@@ -75,6 +76,15 @@ class Task:
   def reward_name(self) -> str:
     """How errors name this task's reward."""
     return f"{self.name}.score"
+
+
+@functools.lru_cache(maxsize=64)  # one function per task, so jitted callers compile once.
+def task_token_reward(task: Task) -> TokenReward:
+  """The task's JAX reward when it has one, else its `score_batch` through a host callback."""
+  fast = task.jax_reward()
+  if fast is not None:
+    return fast
+  return host_token_reward(task.reward_name, task.score_batch, task.tokenizer)
 
 
 def positional_credit(completion: str, target: str, max_new_tokens: int) -> float:

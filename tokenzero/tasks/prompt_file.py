@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tokenzero import rewards as rewards_lib
 from tokenzero.hf import HFTokenizerError, load_tokenizer
+from tokenzero.rewards import RewardCheck, check_reward, load_reward, score_texts, token_reward
 from tokenzero.tasks.base import Task, TaskError, register
 from tokenzero.tokenizer import CharTokenizer, Tokenizer, TokenizerError, from_spec
 
@@ -78,7 +78,7 @@ class PromptFileTask(Task):
   alphabet: str = ""
   # Loaded once by __post_init__; not parameters. The loaded function takes part in equality:
   # a task built again from the same (maybe edited) file is a different task, so nothing that
-  # caches per task (`rewards.task_token_reward`, jit) ever runs the old code.
+  # caches per task (`tasks.task_token_reward`, jit) ever runs the old code.
   user_reward: Any = dataclasses.field(init=False, repr=False, compare=True, default=None)
   _train: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
   _eval: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
@@ -111,7 +111,7 @@ class PromptFileTask(Task):
           tokenizer.encode(text)
         except TokenizerError as err:
           raise TaskError(f"prompt {text!r} of '{source}': {err}") from err
-    object.__setattr__(self, "user_reward", rewards_lib.load_reward(self.reward))
+    object.__setattr__(self, "user_reward", load_reward(self.reward))
     object.__setattr__(self, "_train", tuple(train))
     object.__setattr__(self, "_eval", tuple(held_out))
     object.__setattr__(self, "_tokenizer", tokenizer)
@@ -155,17 +155,32 @@ class PromptFileTask(Task):
     return float(self.score_batch([prompt], [completion])[0])
 
   def score_batch(self, prompts, completions):
-    return rewards_lib.score_texts(self.user_reward, self._tokenizer, prompts, completions,
-                                   max_new_tokens=self.max_new_tokens)
+    return score_texts(self.user_reward, self._tokenizer, prompts, completions,
+                       max_new_tokens=self.max_new_tokens)
 
   def jax_reward(self):
     if self.user_reward.is_jax:
-      return rewards_lib.token_reward(self.user_reward, self._tokenizer)
+      return token_reward(self.user_reward, self._tokenizer)
     return None  # Python forms: `score_batch` through the host callback.
 
   @property
   def reward_name(self) -> str:
     return self.reward
+
+
+def check_task_reward(task: Task, *, max_new_tokens: int = 0, num_completions: int = 32,
+                      seed: int = 0) -> RewardCheck | None:
+  """The pre-training check of a task that wraps a user reward (None for built-in tasks).
+
+  `max_new_tokens`: the run's answer budget (0: the task's own).
+  """
+  reward = getattr(task, "user_reward", None)
+  if reward is None:
+    return None
+  prompts = task.sample(np.random.default_rng(seed), min(num_completions, 8))
+  return check_reward(reward, prompts, tokenizer=task.tokenizer,
+                      max_new_tokens=max_new_tokens or task.max_new_tokens,
+                      num_completions=num_completions, seed=seed)
 
 
 def _absolute(path: str) -> str:
