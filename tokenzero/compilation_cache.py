@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
+
 ENV_VAR = "TOKENZERO_COMPILATION_CACHE"
 DEFAULT_DIR = Path("~/.cache/tokenzero/xla")
 
@@ -36,7 +38,6 @@ def enable(directory: str | Path | None = None) -> Path | None:
     directory.mkdir(parents=True, exist_ok=True)
   except OSError:
     return None
-  import jax
   jax.config.update("jax_compilation_cache_dir", str(directory))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
