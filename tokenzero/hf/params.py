@@ -9,7 +9,7 @@ F feed-forward width, V vocab.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,49 +28,62 @@ _BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 ParamPath = tuple[str, ...]  # keys from the root: ("block_0", "attn", "q", "kernel")
 
 
+class _Layout(NamedTuple):
+  """Where one family keeps each tensor: HF names, relative to a layer where `layer` says."""
+  embed: str
+  positions: str | None  # learned position embedding (GPT-2)
+  layer: str  # prefix of layer i's tensors
+  final_norm: str
+  transposed: bool  # dense kernels stored [out, in] (nn.Linear) rather than [in, out] (Conv1D)
+  norm_bias: bool  # LayerNorm (weight and bias) rather than RMSNorm (weight only)
+  norms: tuple[tuple[str, str], ...]  # (our norm, HF name)
+  # (our dense path under the block, HF name, the ModelConfig flag that says it has a bias)
+  dense: tuple[tuple[tuple[str, str], str, str], ...]
+
+
+_LAYOUTS = {
+    # GPT-2's Conv1D stores [in, out] like Flax (q: [M, H * E]); its fused c_attn appears as three
+    # virtual names `c_attn.{q,k,v}` (see `_unfuse`).
+    "gpt2": _Layout(
+        embed="wte.weight", positions="wpe.weight", layer="h.{i}", final_norm="ln_f",
+        transposed=False, norm_bias=True,
+        norms=(("attn_norm", "ln_1"), ("mlp_norm", "ln_2")),
+        dense=tuple((("attn", part), f"attn.c_attn.{part}", "attn_bias") for part in "qkv") + (
+            (("attn", "o"), "attn.c_proj", "proj_bias"), (("mlp", "fc"), "mlp.c_fc", "proj_bias"),
+            (("mlp", "proj"), "mlp.c_proj", "proj_bias"))),
+    # Llama's (and Qwen2's) nn.Linear stores [out, in] (q: [H * E, M]).
+    "llama": _Layout(
+        embed="model.embed_tokens.weight", positions=None, layer="model.layers.{i}",
+        final_norm="model.norm", transposed=True, norm_bias=False,
+        norms=(("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")),
+        dense=tuple((("attn", part), f"self_attn.{part}_proj", "attn_bias") for part in "qkv") + (
+            (("attn", "o"), "self_attn.o_proj", "proj_bias"),) + tuple(
+                (("mlp", part), f"mlp.{part}_proj", "proj_bias") for part in ("gate", "up", "down"))),
+}
+
+
 def _names(config: ModelConfig, family: str) -> dict[ParamPath, tuple[str, bool]]:
   """tokenzero param path -> (HF tensor name, stored transposed), for every param but the value
-  head, over the Y blocks. GPT-2's fused `c_attn` appears as three virtual names
-  `c_attn.{q,k,v}` (see `_unfuse`)."""
-  names: dict[ParamPath, tuple[str, bool]] = {}
+  head, over the Y blocks."""
+  layout = _LAYOUTS["gpt2" if family == "gpt2" else "llama"]
+  names: dict[ParamPath, tuple[str, bool]] = {("embed", "embedding"): (layout.embed, False)}
+  if layout.positions:
+    names[("pos_embed", "embedding")] = (layout.positions, False)
 
-  def dense(path, hf, transposed, bias=True):
-    names[path + ("kernel",)] = (hf + ".weight", transposed)
-    if bias:
-      names[path + ("bias",)] = (hf + ".bias", False)
-
-  def norm(path, hf, bias):
+  def norm(path: ParamPath, hf: str) -> None:
     names[path + ("scale",)] = (hf + ".weight", False)
-    if bias:
+    if layout.norm_bias:
       names[path + ("bias",)] = (hf + ".bias", False)
 
-  if family == "gpt2":
-    # GPT-2's Conv1D stores [in, out] like Flax (q: [M, H * E]); Llama's nn.Linear stores
-    # [out, in] (q: [H * E, M]).
-    names[("embed", "embedding")] = ("wte.weight", False)
-    names[("pos_embed", "embedding")] = ("wpe.weight", False)
-    for i in range(config.num_layers):
-      block, hf = f"block_{i}", f"h.{i}"
-      norm((block, "attn_norm"), f"{hf}.ln_1", True)
-      for part in "qkv":
-        dense((block, "attn", part), f"{hf}.attn.c_attn.{part}", False, config.attn_bias)
-      dense((block, "attn", "o"), f"{hf}.attn.c_proj", False, config.proj_bias)
-      norm((block, "mlp_norm"), f"{hf}.ln_2", True)
-      dense((block, "mlp", "fc"), f"{hf}.mlp.c_fc", False, config.proj_bias)
-      dense((block, "mlp", "proj"), f"{hf}.mlp.c_proj", False, config.proj_bias)
-    norm(("final_norm",), "ln_f", True)
-  else:
-    names[("embed", "embedding")] = ("model.embed_tokens.weight", False)
-    for i in range(config.num_layers):
-      block, hf = f"block_{i}", f"model.layers.{i}"
-      norm((block, "attn_norm"), f"{hf}.input_layernorm", False)
-      for part in "qkv":
-        dense((block, "attn", part), f"{hf}.self_attn.{part}_proj", True, config.attn_bias)
-      dense((block, "attn", "o"), f"{hf}.self_attn.o_proj", True, config.proj_bias)
-      norm((block, "mlp_norm"), f"{hf}.post_attention_layernorm", False)
-      for part in ("gate", "up", "down"):
-        dense((block, "mlp", part), f"{hf}.mlp.{part}_proj", True, config.proj_bias)
-    norm(("final_norm",), "model.norm", False)
+  for i in range(config.num_layers):
+    block, prefix = f"block_{i}", layout.layer.format(i=i)
+    for ours, hf in layout.norms:
+      norm((block, ours), f"{prefix}.{hf}")
+    for path, hf, bias_flag in layout.dense:
+      names[(block,) + path + ("kernel",)] = (f"{prefix}.{hf}.weight", layout.transposed)
+      if getattr(config, bias_flag):
+        names[(block,) + path + ("bias",)] = (f"{prefix}.{hf}.bias", False)
+  norm(("final_norm",), layout.final_norm)
   if not config.tie_embeddings:
     names[("lm_head", "kernel")] = ("lm_head.weight", True)  # [V, M] in HF, [M, V] here
   return names
