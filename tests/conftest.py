@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENZERO_COMPILATION_CACHE", "off")
 import jax
 import pytest
 
+import decoders_reference
 from tokenzero import model as model_lib
 from tokenzero.config import ModelConfig
 from tokenzero.tasks import Sort
@@ -35,3 +36,9 @@ def tiny_params(tiny_config):
   keys = jax.random.split(jax.random.key(1), len(leaves))
   return jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape)
                                    for x, k in zip(leaves, keys)])
+
+
+@pytest.fixture(scope="session")
+def decoder_model():
+  """(params, config) of the decoder tests: see decoders_reference.py."""
+  return decoders_reference.make_model()

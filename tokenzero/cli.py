@@ -187,9 +187,9 @@ def add_check_reward(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-  from tokenzero import harness
+  from tokenzero import decoders, harness, plots, report
   try:
-    methods, budgets = harness.parse_methods(args.methods), harness.parse_budgets(args.budgets)
+    methods, budgets = decoders.parse_methods(args.methods), decoders.parse_budgets(args.budgets)
   except ValueError as err:
     raise UsageError(str(err)) from None
   run_dir = Path(args.run_dir)
@@ -199,15 +199,15 @@ def cmd_eval(args) -> int:
                                     progress=not args.no_progress)
   json_path = Path(args.json or run_dir / "eval.json")
   plot_path = Path(args.plot or run_dir / "eval.png")
-  harness.save_json(json_path, rows, meta)
-  harness.plot(rows, plot_path, title=f"{meta['task']}: reward vs budget")
-  print(harness.markdown_table(rows), end="")
+  report.save_json(json_path, rows, meta)
+  plots.reward_vs_budget(rows, plot_path, title=f"{meta['task']}: reward vs budget")
+  print(report.markdown_table(rows), end="")
   print(f"wrote {json_path} and {plot_path}")
   return 0
 
 
 def add_eval(sub) -> None:
-  from tokenzero.harness import METHODS
+  from tokenzero.decoders import METHODS
   p = sub.add_parser("eval", help="matched-compute sweep of decoding methods over budgets",
                      description="Runs each method at each budget (forward tokens per generated "
                      "token) on a run's held-out prompts; writes JSON and a reward-vs-budget "
@@ -227,11 +227,11 @@ def add_eval(sub) -> None:
 
 def cmd_decode(args) -> int:
   import dataclasses as dc
-  from tokenzero import harness, hf, hf_tokenizer, inference, rewards
+  from tokenzero import decoders, hf, hf_tokenizer, inference, rewards
   if (args.prompt is None) == (args.token_ids is None):
     raise UsageError("give exactly one of --prompt TEXT and --token-ids 1,2,3")
   try:
-    [method] = harness.parse_methods(args.method)
+    [method] = decoders.parse_methods(args.method)
     policy = inference.load_policy(args.model, dtype=args.dtype)
     if args.token_ids is not None:
       prompt_ids = [int(t) for t in args.token_ids.split(",") if t.strip()]
@@ -240,7 +240,7 @@ def cmd_decode(args) -> int:
     reward_fn = None
     if args.reward:
       reward_fn = rewards.token_reward(rewards.load_reward(args.reward), policy.tokenizer)
-    budget = args.budget or (1 if method in harness.FIXED_COST_METHODS else 4)
+    budget = args.budget or (1 if method in decoders.FIXED_COST_METHODS else 4)
     out = inference.complete(policy, prompt_ids, method=method, budget=budget,
                              max_new_tokens=args.max_new_tokens or 0, seed=args.seed,
                              reward_fn=reward_fn)
@@ -258,7 +258,7 @@ def cmd_decode(args) -> int:
 
 
 def add_decode(sub) -> None:
-  from tokenzero.harness import METHODS
+  from tokenzero.decoders import METHODS
   p = sub.add_parser("decode", help="complete one prompt with a decoding method",
                      description="Decodes one prompt with an HF model directory (config.json + "
                      "safetensors + tokenizer.json) or a training run's newest checkpoint. "
