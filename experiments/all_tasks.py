@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from tokenzero import config as config_lib
-from tokenzero import harness
-from tokenzero import train as train_lib
+from tokenzero import harness, plots, report
+from tokenzero import loop as train_lib
+from tokenzero import methods
 from tokenzero.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
@@ -66,13 +67,13 @@ def train_task(task: str, out: Path, args) -> dict:
 def sweep(task: str, out: Path, stage: str, iteration, args):
   path = out / f"{stage}.json"
   if path.exists():
-    return harness.load_json(path)[0]
+    return report.load_json(path)[0]
   rows, meta = harness.evaluate_run(out / "run", methods=args.methods, budgets=args.budgets,
                                     num_prompts=args.num_prompts, iteration=iteration,
                                     progress=not args.no_progress)
   meta["network"] = stage
-  harness.save_json(path, rows, meta)
-  harness.plot(rows, out / f"{stage}.png", title=f"{task} ({stage} network)")
+  report.save_json(path, rows, meta)
+  plots.reward_vs_budget(rows, out / f"{stage}.png", title=f"{task} ({stage} network)")
   return rows
 
 
@@ -82,8 +83,8 @@ def main(argv=None) -> int:
   parser.add_argument("--minutes", type=float, default=8.0, help="training budget per task")
   parser.add_argument("--iterations", type=int, default=300, help="schedule length")
   parser.add_argument("--weak-iteration", type=int, default=10)
-  parser.add_argument("--methods", default=METHODS, type=harness.parse_methods)
-  parser.add_argument("--budgets", default="1,4,16,64", type=harness.parse_budgets)
+  parser.add_argument("--methods", default=METHODS, type=methods.parse_methods)
+  parser.add_argument("--budgets", default="1,4,16,64", type=methods.parse_budgets)
   parser.add_argument("--num-prompts", type=int, default=128)
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -117,10 +118,10 @@ def write_report(out: Path) -> None:
                  f"{t['greedy_reward_before']:.3f} | {t['greedy_reward_after']:.3f} |")
     for stage in ("weak", "trained"):
       if (task_dir / f"{stage}.json").exists():
-        rows, meta = harness.load_json(task_dir / f"{stage}.json")
+        rows, meta = report.load_json(task_dir / f"{stage}.json")
         sections += [f"\n## {t['task']}, {stage} network (iteration {meta.get('iteration')})\n",
                      f"![{t['task']} {stage}]({task_dir.name}/{stage}.png)\n",
-                     harness.markdown_table(rows)]
+                     report.markdown_table(rows)]
   (out / "results.md").write_text("\n".join(lines + sections) + "\n")
 
 

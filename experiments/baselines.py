@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 from tokenzero import config as config_lib
-from tokenzero import harness
-from tokenzero import train as train_lib
+from tokenzero import harness, plots, report
+from tokenzero import loop as train_lib
+from tokenzero import methods
 from tokenzero.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
@@ -39,13 +40,13 @@ def task_config(task: str, iterations: int, overrides: list[str]) -> config_lib.
   return config_lib.resolve(None, [f"iterations={iterations}"] + overrides, base=base)
 
 
-def sweep_stage(run_dir: Path, out: Path, stage: str, args) -> list[harness.Row]:
+def sweep_stage(run_dir: Path, out: Path, stage: str, args) -> list[report.Row]:
   rows, meta = harness.evaluate_run(run_dir, methods=args.methods, budgets=args.budgets,
                                     num_prompts=args.num_prompts, batch_size=args.batch_size,
                                     progress=not args.no_progress)
   meta["network"] = stage
-  harness.save_json(out / f"{stage}.json", rows, meta)
-  harness.plot(rows, out / f"{stage}.png", title=f"{meta['task']} ({stage} network)")
+  report.save_json(out / f"{stage}.json", rows, meta)
+  plots.reward_vs_budget(rows, out / f"{stage}.png", title=f"{meta['task']} ({stage} network)")
   return rows
 
 
@@ -54,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--tasks", default=",".join(t for t in TASKS if t != "prompts"))
   parser.add_argument("--iterations", type=int, default=400, help="the trained network")
   parser.add_argument("--weak-iterations", type=int, default=20, help="the weak network")
-  parser.add_argument("--methods", default=DEFAULT_METHODS, type=harness.parse_methods)
-  parser.add_argument("--budgets", default="1,4,16,64", type=harness.parse_budgets)
+  parser.add_argument("--methods", default=DEFAULT_METHODS, type=methods.parse_methods)
+  parser.add_argument("--budgets", default="1,4,16,64", type=methods.parse_budgets)
   parser.add_argument("--num-prompts", type=int, default=256)
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -71,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     tables = [f"## {task}\n"]
     for stage, iterations in (("weak", args.weak_iterations), ("trained", args.iterations)):
       if (out / f"{stage}.json").exists():  # done by an earlier invocation.
-        rows, _ = harness.load_json(out / f"{stage}.json")
+        rows, _ = report.load_json(out / f"{stage}.json")
       else:
         config = task_config(task, iterations, args.set)
         resume = (run_dir / "config.json").exists()
         train_lib.train(config, run_dir, resume=resume, progress=not args.no_progress)
         rows = sweep_stage(run_dir, out, stage, args)
       tables += [f"### {stage} network ({iterations} iterations)\n",
-                 f"![{task} {stage}]({task}/{stage}.png)\n", harness.markdown_table(rows)]
+                 f"![{task} {stage}]({task}/{stage}.png)\n", report.markdown_table(rows)]
     sections.append("\n".join(tables))
     # Rewritten after every task, so that a long sweep shows what it has so far.
     (args.out / "results.md").write_text(

@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENZERO_COMPILATION_CACHE", "off")
 import jax
 import pytest
 
+import decoders_reference
 from tokenzero import model as model_lib
 from tokenzero.config import ModelConfig
 from tokenzero.tasks import Sort
@@ -44,3 +45,9 @@ def hf_checkpoint(request, tmp_path_factory):
   # torch and transformers are test extras: only the tests that ask for this fixture need them.
   hf_checkpoints = pytest.importorskip("hf_checkpoints")
   return hf_checkpoints.save_and_load(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="session")
+def decoder_model():
+  """(params, config) of the decoder tests: see decoders_reference.py."""
+  return decoders_reference.make_model()

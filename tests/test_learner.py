@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokenzero import decoding, learner, prompts, selfplay
+from tokenzero import learner, prompts, selfplay
 from tokenzero.config import OptimConfig, SearchConfig, SelfPlayConfig
+from tokenzero.tokenizer import answer_mask
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def trajectory(tiny_params, tiny_config, sort_task):
   tok = sort_task.tokenizer
   return selfplay.self_play(
       tiny_params, batch.tokens, batch.lengths, jax.random.key(0), jnp.float32(1.0),
-      decoding.allowed_tokens(tok.vocab_size, [tok.pad_id, tok.sep_id]), config=tiny_config,
+      jnp.asarray(answer_mask(tok, tok.vocab_size)), config=tiny_config,
       search_config=SearchConfig(num_simulations=4), selfplay_config=SelfPlayConfig(),
       reward_fn=sort_task.jax_reward(), max_new_tokens=sort_task.max_new_tokens,
       eos_id=tok.eos_id)

@@ -82,3 +82,25 @@ def test_bad_arch_is_a_clear_error():
   config = ModelConfig(arch="rnn", vocab_size=5, context=4)
   with pytest.raises(ValueError, match="'rnn'"):
     model_lib.init_params(config, jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_siblings_equal_one_extend_each(name):
+  """G sibling tokens in one call see the cache and themselves only: each equals its own
+  `extend` call."""
+  config = CONFIGS[name]
+  params = _params(config)
+  tokens = jax.random.randint(jax.random.key(4), (2, 6), 0, config.vocab_size)
+  _, cache = model_lib.prefill(params, config, tokens, jnp.array([4, 6]), config.context)
+  siblings = jnp.array([[1, 2, 3], [4, 5, 6]])  # [B, G]
+  positions = jnp.broadcast_to(cache.length[:, None], siblings.shape)
+  out, (k, v) = jax.jit(model_lib.extend_siblings, static_argnums=1)(
+      params, config, siblings, positions, [cache.as_source()])
+  extend = jax.jit(model_lib.extend, static_argnums=1)
+  for g in range(siblings.shape[1]):
+    one, (one_k, one_v) = extend(params, config, siblings[:, g], cache.length,
+                                 [cache.as_source()])
+    np.testing.assert_allclose(out.logits[:, g], one.logits, atol=1e-5)
+    np.testing.assert_allclose(out.value[:, g], one.value, atol=1e-5)
+    np.testing.assert_allclose(k[:, :, g], one_k, atol=1e-5)
+    np.testing.assert_allclose(v[:, :, g], one_v, atol=1e-5)

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokenzero import decoding, episode as episode_lib, prompts, search as search_lib
+from tokenzero import episode as episode_lib, prompts, search as search_lib
 from tokenzero.config import SearchConfig
+from tokenzero.tokenizer import answer_mask
 
 B = 4
 
@@ -22,7 +23,7 @@ def batch(sort_task):
 
 def _allowed(task):
   tok = task.tokenizer
-  return decoding.allowed_tokens(tok.vocab_size, [tok.pad_id, tok.sep_id])
+  return jnp.asarray(answer_mask(tok, tok.vocab_size))
 
 
 def _run(params, config, task, batch, search_config, reward_fn, key, *, prefix=(),

@@ -19,7 +19,7 @@ from tokenzero import cli  # noqa: E402
 from tokenzero import config as config_lib  # noqa: E402
 from tokenzero import demos as demos_lib  # noqa: E402
 from tokenzero import hf, inference, learner, sft  # noqa: E402
-from tokenzero import train as train_lib  # noqa: E402
+from tokenzero import run as run_lib  # noqa: E402
 from tokenzero.config import ConfigError, OptimConfig  # noqa: E402
 from tokenzero.selfplay import Trajectory  # noqa: E402
 
@@ -125,14 +125,14 @@ def test_train_init_from_hf_with_anchor(gpt2_dir, init_from_run):
 
 def test_sft_of_a_run_dir_writes_a_run_that_loads(gpt2_dir, init_from_run, demos_file, tmp_path):
   # The init-from run started from the checkpoint's weights, and reads back with its tokenizer.
-  setup, run_params = train_lib.load_run(init_from_run)
+  setup, run_params = run_lib.load_run(init_from_run)
   assert setup.tokenizer.describe() == f"hf:{gpt2_dir.name}"
   _, hf_params = hf.load(gpt2_dir)
   moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), run_params, hf_params)
   assert 0 < max(jax.tree.leaves(moved)) < 1.0
   result = sft.sft(init_from_run, demos_file, out=tmp_path / "out", progress=False, **SFT_ARGS)
   assert result.source == "run" and result.nll_after < 0.1 * result.nll_before
-  setup, params = train_lib.load_run(result.out_dir)
+  setup, params = run_lib.load_run(result.out_dir)
   batch = demos_lib.encode_demos(setup.tokenizer, demos_lib.read_demos(demos_file),
                                  context=setup.config.model.context)
   assert demos_lib.mean_nll(params, setup.config.model, batch) == pytest.approx(
@@ -156,7 +156,7 @@ def test_init_from_rejects_what_it_cannot_honour(gpt2_dir, tmp_path, override, m
       f"init_from={gpt2_dir}", "task.name=prompts", f"task.params.prompts={prompts}",
       f"task.params.reward={reward}:score", override])
   with pytest.raises(ConfigError, match=message):
-    train_lib.build(config)
+    run_lib.build(config)
 
 
 def test_anchor_loss_is_in_the_learner_and_lowers_demo_nll(sort_task, tiny_config, tiny_params):

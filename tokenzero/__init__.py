@@ -17,7 +17,7 @@ Dimension letters, one meaning each, in every shape comment and docstring of the
 | N | tree nodes | M | model width |
 | K | candidates per tree node | F | feed-forward width |
 | D | search depth | C | samples or beams per prompt |
-| G | expansions per beam (value beam) | A | answer tokens a vote compares |
+| G | sibling tokens per row (value-beam expansions) | A | answer tokens a vote compares |
 """
 
 import importlib

@@ -1,8 +1,11 @@
 """Batched decoding state: a prompt's KV cache plus the tokens decoded so far.
 
-`start` prefills prompts once; `step` appends one token per row. Search, self-play, evaluation
-and every decoder build on these two, so the cache lives outside any search tree.
-Dimension letters: B batch, P prompt slots, T answer budget, S = P + T cache slots, V vocab.
+`start` prefills prompts once; `step` appends one token per row (one forward, then `append`).
+`append` alone takes a forward that was run elsewhere (value-guided beam runs several sibling
+tokens in one call and keeps some). Search, self-play, evaluation and every decoder build on
+these, so the cache lives outside any search tree.
+Dimension letters: B batch, P prompt slots, T answer budget, L = P + T cache slots, V vocab,
+Y layers, Hkv KV heads, E head width.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tokenzero.config import ModelConfig
 
 class Episode(NamedTuple):
   cache: model_lib.KVCache  # length [B] = prompt_len + num_generated
-  tokens: jax.Array  # [B, S] prompt then generated tokens, PAD after
+  tokens: jax.Array  # [B, L] prompt then generated tokens, PAD after
   prompt: jax.Array  # [B, P]
   prompt_len: jax.Array  # [B]
   completion: jax.Array  # [B, T] generated tokens, PAD after
@@ -58,11 +61,23 @@ def start(params, config: ModelConfig, prompt: jax.Array, prompt_len: jax.Array,
 def step(params, config: ModelConfig, episode: Episode, token: jax.Array,
          eos_id: int) -> Episode:
   """Appends `token` [B] to every row that is not done; finished rows stay as they are."""
+  # Finished rows still run the (batched) forward; `append` drops what it computed for them.
+  out, (k, v) = model_lib.extend(params, config, token, episode.cache.length,
+                                 [episode.cache.as_source()])
+  return append(episode, token, out.logits, out.value, k, v, eos_id)
+
+
+def append(episode: Episode, token: jax.Array, logits: jax.Array, value: jax.Array,
+           k: jax.Array, v: jax.Array, eos_id: int) -> Episode:
+  """`step` with the forward already run: token [B], the forward's logits [B, V] and value [B]
+  after it, and the token's own k, v [Y, B, Hkv, E]. Finished rows stay as they are."""
   live = ~episode.done
-  out, cache = model_lib.decode_step(params, config, token, episode.cache)
-  # Finished rows still ran the (batched) forward; their write landed past their end and
-  # their length does not move, so it is never read.
-  cache = cache._replace(length=episode.cache.length + live.astype(jnp.int32))
+  cache = episode.cache
+  # A finished row's index points at no slot, so its cache is not written at all.
+  slot = jnp.where(live, cache.length, -1)
+  cache = model_lib.KVCache(model_lib.write_slot(cache.k, k, slot, axis=2),
+                            model_lib.write_slot(cache.v, v, slot, axis=2),
+                            cache.length + live.astype(jnp.int32))
   token = jnp.where(live, token, 0).astype(episode.tokens.dtype)
   write = lambda buf, idx: jnp.where(
       live[:, None] & (jnp.arange(buf.shape[1])[None, :] == idx[:, None]), token[:, None], buf)
@@ -74,8 +89,8 @@ def step(params, config: ModelConfig, episode: Episode, token: jax.Array,
       prompt_len=episode.prompt_len,
       completion=write(episode.completion, episode.num_generated),
       num_generated=num_generated,
-      logits=jnp.where(live[:, None], out.logits, episode.logits),
-      value=jnp.where(live, out.value, episode.value),
+      logits=jnp.where(live[:, None], logits, episode.logits),
+      value=jnp.where(live, value, episode.value),
       done=episode.done | (live & ((token == eos_id)
                                    | (num_generated >= episode.max_new_tokens))),
   )

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tokenzero import decoding
+from tokenzero import decoders
 from tokenzero.config import ModelConfig
 from tokenzero.rewards import TokenReward
 
@@ -21,7 +21,7 @@ class EvalResult(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("reward_fn",))
-def _score(prompt, prompt_len, gen: decoding.Generation, success_threshold, *, reward_fn):
+def _score(prompt, prompt_len, gen: decoders.Generation, success_threshold, *, reward_fn):
   reward = reward_fn(prompt, prompt_len, gen.completion, gen.completion_len)
   return reward, reward >= success_threshold
 
@@ -30,8 +30,8 @@ def evaluate_greedy(params, prompt, prompt_len, allowed, *, config: ModelConfig,
                     reward_fn: TokenReward, max_new_tokens: int, eos_id: int,
                     success_threshold: float = 1.0) -> EvalResult:
   """Greedy completions of prompts [B, P], scored by `reward_fn`."""
-  gen = decoding.generate(params, prompt, prompt_len, jax.random.key(0), allowed, config=config,
-                          sampler=decoding.Greedy(), max_new_tokens=max_new_tokens,
+  gen = decoders.generate(params, prompt, prompt_len, jax.random.key(0), allowed, config=config,
+                          sampler=decoders.Greedy(), max_new_tokens=max_new_tokens,
                           eos_id=eos_id)
   reward, success = _score(prompt, prompt_len, gen, jnp.float32(success_threshold),
                            reward_fn=reward_fn)

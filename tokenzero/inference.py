@@ -2,7 +2,7 @@
 
 `load_policy` reads either an HF model directory (`hf.load` + its `tokenizer.json`) or a
 training run directory (its newest checkpoint, task tokenizer, reward and answer budget) into a
-`Policy`; `complete` decodes a prompt with a harness method at a budget and scores every
+`Policy`; `complete` decodes a prompt with a decoding method at a budget and scores every
 generated token under the model.
 """
 
@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokenzero import decoding
-from tokenzero import harness
+from tokenzero import decoders
 from tokenzero import model as model_lib
 from tokenzero import run as run_lib
 from tokenzero.config import ModelConfig, SearchConfig
@@ -92,8 +91,8 @@ def token_logprobs(params, config: ModelConfig, prompt_ids: Sequence[int],
 def complete(policy: Policy, prompt_ids: Sequence[int], *, method: str = "greedy",
              budget: int = 1, max_new_tokens: int = 0, seed: int = 0,
              reward_fn: TokenReward | None = None,
-             options: harness.MethodOptions | None = None) -> Completion:
-  """Decodes one prompt with `harness.make_decoder(method, budget)`.
+             options: decoders.MethodOptions | None = None) -> Completion:
+  """Decodes one prompt with `decoders.make_decoder(method, budget)`.
 
   The reward is `reward_fn`, else the run's; an HF model without one gets a zero reward, so
   reward-ranked methods and tree search follow the model's prior and value head alone.
@@ -107,10 +106,10 @@ def complete(policy: Policy, prompt_ids: Sequence[int], *, method: str = "greedy
   if len(prompt_ids) + max_new_tokens > policy.config.context:
     raise ValueError(f"prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceed "
                      f"the model's context ({policy.config.context})")
-  options = options or harness.MethodOptions(search=policy.search)
-  decoder = harness.make_decoder(method, budget, options)
+  options = options or decoders.MethodOptions(search=policy.search)
+  decoder = decoders.make_decoder(method, budget, options)
   reward_fn = reward_fn or policy.reward_fn or _zero_reward
-  out = decoding.decode(policy.params, jnp.asarray([prompt_ids], jnp.int32),
+  out = decoders.decode(policy.params, jnp.asarray([prompt_ids], jnp.int32),
                         jnp.asarray([len(prompt_ids)], jnp.int32), jax.random.key(seed),
                         policy.allowed, decoder=decoder, config=policy.config,
                         max_new_tokens=max_new_tokens, eos_id=policy.tokenizer.eos_id,

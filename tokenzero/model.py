@@ -3,15 +3,17 @@
 - `forward`: the full causal forward over a sequence (the slow reference path).
 - `prefill` + `decode_step`: a KV cache computed once for a prompt, then one token at a time.
 - `extend`: one new token attending to any number of KV sources (the prompt's cache, the KV of
-  a search-tree path); this is what a search simulation calls.
+  a search-tree path); this is what a search simulation calls. `extend_siblings` runs G such
+  tokens per row in one call, each blind to its siblings (value-guided beam's expansions).
 
-All three go through the same `Transformer.__call__`, whose attention takes the keys and values
+All of them go through the same `Transformer.__call__`, whose attention takes the keys and values
 to attend to as a tuple of `KVSource`s besides the tokens it is given. Softmax is joint over all
 sources, so attending to (cache, path, self) equals attending to their concatenation without
-ever copying the cache.
+ever copying the cache. Only this module touches the Flax module.
 
-Dimension letters: B batch, L tokens in the call, S cache slots, M keys of a source,
-Y layers, H heads, G query heads per KV head, D model width, E head width, V vocab.
+Dimension letters (the package's table): B batch, L sequence or cache slots (a call's tokens, a
+source's keys), G sibling tokens per row, Y layers, H heads, Hkv KV heads, E head width,
+M model width, F feed-forward width, V vocab.
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ from tokenzero.config import ModelConfig
 
 class KVSource(NamedTuple):
   """Keys/values to attend to, for all layers at once."""
-  k: jax.Array  # [Y, B, M, Hkv, E]
-  v: jax.Array  # [Y, B, M, Hkv, E]
-  mask: jax.Array  # [B, M] bool: which keys are visible.
+  k: jax.Array  # [Y, B, L, Hkv, E]
+  v: jax.Array  # [Y, B, L, Hkv, E]
+  mask: jax.Array  # [B, L] bool: which keys are visible.
 
 
 class KVCache(NamedTuple):
   """Per-row KV cache; `length[b]` tokens of row b are filled, the next one goes there."""
-  k: jax.Array  # [Y, B, S, Hkv, E]
-  v: jax.Array  # [Y, B, S, Hkv, E]
+  k: jax.Array  # [Y, B, L, Hkv, E]
+  v: jax.Array  # [Y, B, L, Hkv, E]
   length: jax.Array  # [B] int32
 
   def as_source(self) -> KVSource:
@@ -93,9 +95,9 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, sources: Sequence[tuple], self_mask):
-    """x [B, L, D]; sources: (k [B,M,Hkv,E], v, mask [B,M]); self_mask [B, L, L].
+    """x [B, L, M]; sources: (k [B, L', Hkv, E], v, mask [B, L']); self_mask [B, L, L].
 
-    Returns the attention output [B, L, D] and this call's own (k, v) [B, L, Hkv, E].
+    Returns the attention output [B, L, M] and this call's own (k, v) [B, L, Hkv, E].
     """
     cfg = self.config
     heads, kv_heads, head_dim = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
@@ -240,15 +242,26 @@ def prefill(params, config: ModelConfig, tokens: jax.Array, lengths: jax.Array,
   return ModelOutput(out.logits[:, 0], out.value[:, 0]), cache
 
 
+def extend_siblings(
+    params, config: ModelConfig, tokens: jax.Array, positions: jax.Array,
+    sources: Sequence[KVSource]) -> tuple[ModelOutput, tuple[jax.Array, jax.Array]]:
+  """G sibling tokens per row at `positions`, each attending to `sources` and itself only.
+
+  tokens, positions [B, G] -> ModelOutput (logits [B, G, V], value [B, G]) and their (k, v)
+  [Y, B, G, Hkv, E]: G alternative next tokens of a row cost one call, not G.
+  """
+  rows, siblings = tokens.shape
+  self_mask = jnp.broadcast_to(jnp.eye(siblings, dtype=bool), (rows, siblings, siblings))
+  return Transformer(config).apply({"params": params}, tokens, positions, sources, self_mask)
+
+
 def extend(params, config: ModelConfig, token: jax.Array, position: jax.Array,
            sources: Sequence[KVSource]) -> tuple[ModelOutput, tuple[jax.Array, jax.Array]]:
   """One new token per row at `position`, attending to `sources` and itself.
 
   token, position [B] -> ModelOutput (logits [B, V], value [B]) and its (k, v) [Y, B, Hkv, E].
   """
-  self_mask = jnp.ones((token.shape[0], 1, 1), bool)
-  out, (k, v) = Transformer(config).apply(
-      {"params": params}, token[:, None], position[:, None], sources, self_mask)
+  out, (k, v) = extend_siblings(params, config, token[:, None], position[:, None], sources)
   return ModelOutput(out.logits[:, 0], out.value[:, 0]), (k[:, :, 0], v[:, :, 0])
 
 
@@ -258,7 +271,7 @@ def write_slot(buffer: jax.Array, values: jax.Array, index: jax.Array, axis: int
   A one-hot blend rather than a scatter: on CPU and GPU it fuses into one elementwise pass.
   """
   slots = jnp.arange(buffer.shape[axis])
-  hit = slots[None, :] == index[:, None]  # [B, S]
+  hit = slots[None, :] == index[:, None]  # [B, L]
   shape = [1] * buffer.ndim
   shape[axis - 1] = hit.shape[0]
   shape[axis] = hit.shape[1]

@@ -1,0 +1,60 @@
+"""`TreeSearch`: a search (`search.run_search`) at every step, then the search's pick is played.
+Dimension letters: B batch, T answer budget, S simulations, K candidates per node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from tokenzero import episode as episode_lib
+from tokenzero import search as search_lib
+from tokenzero.config import SearchConfig
+from tokenzero.decoders.base import Decoded, need_reward, pick
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeSearch:
+  """Searches at every step (`search.run_search`, Gumbel or PUCT) and plays the search's pick.
+
+  With zero simulations it plays what the search's first selection would: the Gumbel-perturbed
+  best candidate (Gumbel) or the likeliest one (PUCT). `score` is the value the search backed
+  up at its last decision. Costs S+1 forward tokens per generated token.
+  """
+  search: SearchConfig = SearchConfig()
+
+  @property
+  def forward_tokens_per_token(self) -> int:
+    return self.search.num_simulations + 1
+
+  def decode(self, params, prompt, prompt_len, rng, allowed, *, config, max_new_tokens, eos_id,
+             reward_fn=None) -> Decoded:
+    need_reward(reward_fn, "tree search")
+    state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
+    batch = prompt.shape[0]
+    num_actions = search_lib.num_candidates(self.search, config.vocab_size)
+
+    def body(carry, step_key):
+      state, last_value = carry
+      if self.search.num_simulations > 0:
+        out = search_lib.run_search(params, config, self.search, state, step_key,
+                                    reward_fn=reward_fn, allowed=allowed, eos_id=eos_id)
+        token, value = out.token, out.search_value
+      else:
+        # prior, ids [B, K]: the candidates the search would choose among.
+        prior, ids = jax.lax.top_k(episode_lib.mask_logits(state.logits, allowed), num_actions)
+        if self.search.algorithm == "gumbel":
+          prior = prior + self.search.gumbel_scale * jax.random.gumbel(step_key, prior.shape)
+        token, value = pick(ids, jnp.argmax(prior, axis=1)), state.value
+      live = ~state.done
+      last_value = jnp.where(live, value, last_value)
+      state = episode_lib.step(params, config, state, token.astype(jnp.int32), eos_id)
+      return (state, last_value), None
+
+    (state, last_value), _ = jax.lax.scan(
+        body, (state, jnp.zeros((batch,), jnp.float32)),
+        jax.random.split(rng, max_new_tokens))
+    return Decoded(state.completion, state.num_generated, last_value,
+                   state.num_generated * self.forward_tokens_per_token)
