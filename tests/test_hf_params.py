@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from hf_checkpoints import (NATIVE_CONFIGS, NEW_TOKENS, PROMPT_LENS, VOCAB, forward,  # noqa: E402
                             hf_logits, prompts, random_params)
-from tokenzero import decoding  # noqa: E402
+from tokenzero import decoders  # noqa: E402
 from tokenzero import hf  # noqa: E402
 from tokenzero import model as model_lib  # noqa: E402
 
@@ -77,8 +77,8 @@ def test_greedy_matches_generate(hf_checkpoint):
 
   # EOS = a token row 0 emits mid-answer, so stopping at EOS is exercised too.
   eos_id = hf_greedy(rows[0], eos_id=VOCAB - 1)[min(2, NEW_TOKENS - 1)]
-  ours = decoding.generate(params, prompt, lengths, jax.random.key(0), jnp.ones(VOCAB, bool),
-                           config=config, sampler=decoding.Greedy(),
+  ours = decoders.generate(params, prompt, lengths, jax.random.key(0), jnp.ones(VOCAB, bool),
+                           config=config, sampler=decoders.Greedy(),
                            max_new_tokens=NEW_TOKENS, eos_id=int(eos_id))
   for i, ids in enumerate(rows):
     got = ours.completion[i, :int(ours.completion_len[i])].tolist()
@@ -92,8 +92,8 @@ def test_beam_matches_generate(hf_checkpoint):
   # Sequences without EOS: HF gets none (its generation config's EOS is lifted for the call;
   # a generation_config argument would not do, generate fills None from the model's), ours an
   # id outside the vocabulary.
-  ours = decoding.decode(params, prompt, lengths, jax.random.key(0), jnp.ones(VOCAB, bool),
-                         decoder=decoding.Beam(width), config=config,
+  ours = decoders.decode(params, prompt, lengths, jax.random.key(0), jnp.ones(VOCAB, bool),
+                         decoder=decoders.Beam(width), config=config,
                          max_new_tokens=NEW_TOKENS, eos_id=VOCAB)
   saved_eos = hf_model.generation_config.eos_token_id
   hf_model.generation_config.eos_token_id = None

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import tokenzero
-from tokenzero import decoding, episode as episode_lib, prompts as prompts_lib, rewards
+from tokenzero import episode as episode_lib, prompts as prompts_lib, rewards
+from tokenzero.tokenizer import answer_mask
 from tokenzero import search as search_lib
 from tokenzero.config import SearchConfig
 from tokenzero.rewards import RewardError
@@ -52,7 +53,7 @@ def test_search_finds_a_planted_python_reward(tiny_params, tiny_config, sort_tas
   tokenizer = sort_task.tokenizer
   texts = sort_task.sample(np.random.default_rng(0), 4)
   batch = prompts_lib.encode_batch(tokenizer, texts, sort_task.prompt_len)
-  allowed = decoding.allowed_tokens(tokenizer.vocab_size, [tokenizer.pad_id, tokenizer.sep_id])
+  allowed = jnp.asarray(answer_mask(tokenizer, tokenizer.vocab_size))
   max_new_tokens = 1  # every child is terminal: its reward is what the search must find.
   state = episode_lib.start(tiny_params, tiny_config, batch.tokens, batch.lengths,
                             max_new_tokens)
