@@ -5,11 +5,16 @@ import os
 # Tests run on CPU; keep XLA from grabbing every core's worth of threads per test process.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 # `tokenzero.cli.main` turns on a persistent compilation cache in ~/.cache; tests stay hermetic
-# (test_reliability gives its subprocesses a cache of their own).
+# (test_train_faults gives its subprocesses a cache of their own).
 os.environ.setdefault("TOKENZERO_COMPILATION_CACHE", "off")
 
 import jax
 import pytest
+
+# The tests hold fast paths equal to reference paths at 1e-5; on a GPU, XLA's default float32
+# matmuls use TF32 (about 1e-3), which is enough to flip a search's action weights. Full float32
+# everywhere: a no-op on the CPU.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 import decoders_reference
 from tokenzero import model as model_lib
