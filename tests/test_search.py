@@ -1,7 +1,6 @@
 """Search: KV-incremental == full-recompute reference, planted rewards are found, and the
 tree is never sized by the vocabulary."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -9,12 +9,12 @@ generated token under the model.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from tokenzero import decoders
 from tokenzero import model as model_lib
@@ -30,7 +30,7 @@ DEFAULT_MAX_NEW_TOKENS = 32  # an HF model has no task to say how long an answer
 class Policy:
   """A model with what decoding it needs."""
   config: ModelConfig
-  params: Any
+  params: optax.Params
   tokenizer: Tokenizer
   allowed: jax.Array  # [V] bool: tokens an answer may use
   reward_fn: TokenReward | None  # the run's reward; None for an HF model
