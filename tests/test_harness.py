@@ -4,7 +4,10 @@ plot and the table."""
 import json
 import math
 
-from tokenzero import cli, report
+import numpy as np
+import pytest
+
+from tokenzero import cli, harness, prompts, report
 from tokenzero import config as config_lib
 from tokenzero import loop as train_lib
 
@@ -31,6 +34,7 @@ def test_eval_cli_writes_json_plot_and_table(tmp_path, capsys):
       assert isinstance(row[key], kind), key
     assert 0.0 <= row["mean_reward"] <= 1.0 and 0.0 <= row["success_rate"] <= 1.0
     assert row["num_prompts"] == 5 and row["wall_s"] >= 0 and math.isfinite(row["stderr"])
+    assert 1 <= row["distinct_prompts"] <= 5
   assert data["rows"][0]["forward_tokens_per_token"] == 1.0
   rows, meta = report.load_json(run_dir / "eval.json")
   assert [r.method for r in rows] == ["greedy", "beam"] and meta["num_prompts"] == 5
@@ -38,3 +42,25 @@ def test_eval_cli_writes_json_plot_and_table(tmp_path, capsys):
   assert report.markdown_table(rows).count("\n") == 4
   assert cli.main(["eval", str(run_dir), "--methods", "greedy,nosuch"]) == 2
   assert "unknown method" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("values, clusters, expected", [
+    # Two prompts drawn twice each: as sure as two independent draws (1 and 0), not four.
+    ([1.0, 1.0, 0.0, 0.0], [0, 0, 1, 1], 0.5),
+    # One draw per prompt: the usual std(ddof=1) / sqrt(n).
+    ([1.0, 0.0, 0.0, 0.0], [0, 1, 2, 3], 0.25),
+    # sums of deviations per cluster (-1/2, 1/2, 0): sqrt(3/2 * (1/4 + 1/4) / 4^2).
+    ([0.0, 0.5, 1.0, 0.5], [0, 0, 1, 2], np.sqrt(3 / 2 * 0.5) / 4),
+    ([1.0, 0.0, 1.0], [7, 7, 7], 0.0),  # one prompt: nothing to estimate from.
+])
+def test_standard_errors_are_clustered_by_prompt(values, clusters, expected):
+  got = harness.clustered_stderr(np.asarray(values), np.asarray(clusters))
+  assert got == pytest.approx(expected)
+
+
+def test_prompt_ids_make_one_cluster_of_each_repeated_prompt(sort_task):
+  batch = prompts.encode_batch(sort_task.tokenizer, ["123", "12", "123", "321", "12"],
+                               sort_task.prompt_len)
+  ids = harness.prompt_ids(batch)
+  assert ids.shape == (5,) and len(set(ids.tolist())) == 3
+  assert ids[0] == ids[2] and ids[1] == ids[4] and len({ids[0], ids[1], ids[3]}) == 3

@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 
-from tokenzero import cli
+from tokenzero import cli, prompts, rundir
 from tokenzero import config as config_lib
 from tokenzero import loop as train_lib
+from tokenzero.run import load_run
 
 TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.num_layers=1",
         "selfplay.batch_size=8", "search.num_simulations=4", "eval.num_prompts=16",
@@ -31,6 +32,7 @@ def test_train_writes_a_complete_run(finished_run):
   assert 0.0 <= rows[-1]["eval_greedy_success"] <= 1.0
   saved = json.loads((out / "config.json").read_text())
   assert saved["model"]["vocab_size"] == 13 and saved["iterations"] == 2
+  assert saved["eval"]["split"] == "hash"
   lines = (out / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["iteration"] for l in lines] == [0, 1, 2]
   assert (out / "learning_curve.png").stat().st_size > 1000
@@ -46,6 +48,26 @@ def test_resume_continues_to_the_new_total(finished_run, tmp_path):
   resumed = train_lib.train(config, copy, resume=True, progress=False, log=lambda s: None)
   assert [r["iteration"] for r in resumed] == [0, 1, 2, 3]
   assert resumed[:3] == rows
+
+
+def test_an_old_run_loads_and_resumes_on_its_old_evaluation_set(finished_run, tmp_path):
+  out, rows = finished_run
+  old = tmp_path / "old"
+  shutil.copytree(out, old)
+  saved = json.loads((old / "config.json").read_text())
+  del saved["eval"]["split"]  # a run made before the key existed
+  (old / "config.json").write_text(json.dumps(saved))
+  setup, _ = load_run(old)
+  assert setup.config.eval.split == "legacy"
+  texts = prompts.eval_texts(setup.task, setup.config.seed, 16, split=setup.config.eval.split)
+  assert texts == prompts.eval_prompts(setup.task.sample, setup.config.seed, 16)  # the old set
+  with pytest.raises(config_lib.ConfigError, match=r"eval\.split"):  # not silently moved
+    train_lib.train(config_lib.resolve(overrides=TINY + ["iterations=3"]), old, resume=True,
+                    progress=False)
+  config = config_lib.resolve(overrides=["iterations=3"], base=rundir.read_config(old))
+  resumed = train_lib.train(config, old, resume=True, progress=False, log=lambda s: None)
+  assert [r["iteration"] for r in resumed] == [0, 1, 2, 3] and resumed[:3] == rows
+  assert json.loads((old / "config.json").read_text())["eval"]["split"] == "legacy"
 
 
 def test_resume_refuses_a_changed_config(finished_run):

@@ -43,3 +43,19 @@ def test_resume_diff_names_the_keys():
   with pytest.raises(ConfigError, match=r"differing keys: search\.num_simulations \(pass"):
     rundir.check_resume(saved, config, allow_change=False)
   rundir.check_resume(saved, config, allow_change=True)
+
+
+def test_a_config_saved_before_the_split_key_keeps_the_legacy_split(tmp_path):
+  config = config_lib.resolve(overrides=["model.vocab_size=13", "model.context=8"])
+  old = json.loads(json.dumps(config_lib.to_dict(config)))
+  del old["eval"]["split"]  # what runs saved before `eval.split` existed hold
+  rundir.write_config(tmp_path, old)
+  saved = rundir.read_config(tmp_path)
+  assert saved["eval"]["split"] == "legacy" and "split" not in old["eval"]
+  resumed = config_lib.resolve(base=saved)  # what `train --resume` builds on
+  assert resumed.eval.split == "legacy"
+  rundir.check_resume(old, resumed, allow_change=False)
+  with pytest.raises(ConfigError, match=r"differing keys: eval\.split"):
+    rundir.check_resume(old, config, allow_change=False)  # today's default would change it
+  new = config_lib.to_dict(config)
+  assert new["eval"]["split"] == "hash" and rundir.as_saved(new) == new

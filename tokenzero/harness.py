@@ -37,8 +37,24 @@ from tokenzero.tasks import Task, task_token_reward
 from tokenzero.tokenizer import answer_mask
 
 
-def _stderr(x: np.ndarray) -> float:
-  return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+def clustered_stderr(x: np.ndarray, clusters: np.ndarray) -> float:
+  """Standard error of `x.mean()` (x [B]) with the rows of one cluster (clusters [B], e.g. one
+  prompt drawn again) not independent: the cluster-robust (CR1) estimate, which is the usual
+  `std(ddof=1) / sqrt(B)` when every cluster has one row. 0 with fewer than two clusters."""
+  labels, cluster = np.unique(clusters, return_inverse=True)
+  num_clusters = len(labels)
+  if num_clusters < 2:
+    return 0.0
+  sums = np.bincount(cluster.reshape(-1), weights=x - x.mean(), minlength=num_clusters)
+  variance = num_clusters / (num_clusters - 1) * np.sum(sums**2) / len(x)**2
+  return float(np.sqrt(variance))
+
+
+def prompt_ids(prompts: prompts_lib.PromptBatch) -> np.ndarray:
+  """One id per distinct prompt (tokens [B, P], lengths [B]) -> [B]: a prompt drawn twice has
+  one id, so repeated draws are one cluster of the standard errors."""
+  rows = np.concatenate([np.asarray(prompts.lengths)[:, None], np.asarray(prompts.tokens)], 1)
+  return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 def _jobs(methods: Sequence[str], budgets: Sequence[int]) -> list[tuple[str, int]]:
@@ -75,6 +91,7 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
   if len(tokens) == 0:
     raise ValueError("no prompts to evaluate")
   jobs = _jobs(methods, budgets)
+  ids = prompt_ids(prompts)
   chunks = _chunks(tokens, lengths, min(batch_size, len(tokens)))
   score = jax.jit(reward_fn)
   rows = []
@@ -111,21 +128,24 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
       spent_total = float(np.concatenate(spent).sum())
       rows.append(Row(
           method=method, budget=budget, mean_reward=float(reward.mean()),
-          stderr=_stderr(reward), success_rate=float(success.mean()),
-          success_stderr=_stderr(success),
+          stderr=clustered_stderr(reward, ids), success_rate=float(success.mean()),
+          success_stderr=clustered_stderr(success, ids),
           forward_tokens_per_token=spent_total / max(float(np.concatenate(answer_tokens).sum()),
                                                      1.0),
           forward_tokens_per_sequence=spent_total / len(reward), wall_s=wall_s,
-          compile_s=compile_s, num_prompts=len(reward), decoder=repr(decoder)))
+          compile_s=compile_s, num_prompts=len(reward), decoder=repr(decoder),
+          distinct_prompts=len(np.unique(ids))))
   return rows
 
 
 def sweep_task(params, config: ModelConfig, task: Task, *, num_prompts: int, prompt_seed: int = 0,
-               max_new_tokens: int = 0, reward_fn: TokenReward | None = None,
-               allowed: jax.Array | None = None, **kwargs) -> list[Row]:
-  """`sweep` on a task's held-out prompts (a run's evaluation set for `prompt_seed`), scored by
-  the task's reward unless `reward_fn` is given. Other keywords go to `sweep`."""
-  texts = prompts_lib.eval_texts(task, prompt_seed, num_prompts)
+               split: str = prompts_lib.HASH_SPLIT, max_new_tokens: int = 0,
+               reward_fn: TokenReward | None = None, allowed: jax.Array | None = None,
+               **kwargs) -> list[Row]:
+  """`sweep` on a task's held-out prompts (a run's evaluation set for `prompt_seed` and its
+  `eval.split`), scored by the task's reward unless `reward_fn` is given. Other keywords go to
+  `sweep`."""
+  texts = prompts_lib.eval_texts(task, prompt_seed, num_prompts, split=split)
   batch = prompts_lib.encode_batch(task.tokenizer, texts, task.prompt_len)
   if allowed is None:
     allowed = jnp.asarray(answer_mask(task.tokenizer, config.vocab_size))
@@ -145,13 +165,15 @@ def evaluate_run(run_dir: str | Path, *, methods: Sequence[str], budgets: Sequen
   num_prompts = num_prompts or run.eval.num_prompts
   options = kwargs.pop("options", None) or MethodOptions(search=run.search)
   rows = sweep_task(params, run.model, setup.task, num_prompts=num_prompts,
-                    prompt_seed=run.seed, max_new_tokens=setup.max_new_tokens,
+                    prompt_seed=run.seed, split=run.eval.split,
+                    max_new_tokens=setup.max_new_tokens,
                     reward_fn=setup.reward_fn, allowed=setup.allowed, methods=methods,
                     budgets=budgets, options=options,
                     success_threshold=run.task.success_threshold, **kwargs)
   meta = {"run_dir": str(run_dir), "iteration": iteration, "task": run.task.name,
           "task_params": dict(run.task.params), "max_new_tokens": setup.max_new_tokens,
-          "num_prompts": num_prompts, "methods": list(methods), "budgets": list(budgets),
+          "num_prompts": num_prompts, "eval_split": run.eval.split, "methods": list(methods),
+          "budgets": list(budgets),
           "options": config_lib.to_dict(options), "model": config_lib.to_dict(run.model),
           "device": jax.devices()[0].device_kind}
   return rows, meta

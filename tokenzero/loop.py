@@ -187,11 +187,13 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
     reference = jax.tree.map(jnp.copy, params) if config.optim.kl_weight > 0 else None
     state, rows = _start(setup, out_dir, params, resume=resume, log=log,
                          checkpointer=checkpointer, optimizer=optimizer)
-    eval_texts = prompts.eval_texts(setup.task, config.seed, config.eval.num_prompts)
+    eval_texts = prompts.eval_texts(setup.task, config.seed, config.eval.num_prompts,
+                                    split=config.eval.split)
     loop = Loop(setup=setup, optimizer=optimizer,
                 eval_batch=prompts.encode_batch(setup.tokenizer, eval_texts,
                                                 setup.task.prompt_len),
-                stream=prompts.PromptStream(setup.task.sample, config.seed, exclude=eval_texts),
+                stream=prompts.training_stream(setup.task, config.seed, split=config.eval.split,
+                                               eval_texts=eval_texts),
                 anchor_demos=anchor_demos, reference=reference)
     return _loop(loop, state, rows, out_dir, checkpointer, config_dict, progress=progress,
                  log=log)

@@ -29,6 +29,9 @@ class Row:
   compile_s: float
   num_prompts: int
   decoder: str  # the decoder and its settings
+  # Prompts that differ among the num_prompts (a small space's draws repeat); the standard
+  # errors are clustered by prompt. 0: not counted (a file from before the field).
+  distinct_prompts: int = 0
 
 
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row))
@@ -54,7 +57,8 @@ def load_json(path: str | Path) -> tuple[list[Row], dict[str, Any]]:
   data = json.loads(Path(path).read_text())
   if data.get("schema") != SCHEMA:
     raise ValueError(f"{path}: not a tokenzero eval file (schema {data.get('schema')!r})")
-  return [Row(**{k: row[k] for k in ROW_FIELDS}) for row in data["rows"]], data.get("meta", {})
+  return ([Row(**{k: row[k] for k in ROW_FIELDS if k in row}) for row in data["rows"]],
+          data.get("meta", {}))
 
 
 def markdown_table(rows: Sequence[Row]) -> str:

@@ -80,9 +80,18 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
   if not path.exists():
     raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
   try:
-    return json.loads(path.read_text())
+    saved = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as err:
     raise ConfigError(f"{path} is not valid JSON: {err}") from None
+  return as_saved(saved) if isinstance(saved, dict) else saved
+
+
+def as_saved(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config with the keys it predates set to what it meant then, not to today's
+  defaults (an old run keeps the evaluation set it was made with)."""
+  # A run made before `eval.split` existed evaluated on the legacy split.
+  before_the_keys = {"eval": {"split": "legacy"}}
+  return config_lib.deep_merge(before_the_keys, saved)
 
 
 def write_config(run_dir: str | Path, config_dict: dict[str, Any]) -> None:
@@ -95,10 +104,11 @@ def write_config(run_dir: str | Path, config_dict: dict[str, Any]) -> None:
 
 def check_resume(saved: dict[str, Any], config: RunConfig, *, allow_change: bool) -> None:
   """Refuses to resume a run with a config that differs from its saved one, naming the keys."""
-  # A run saved before a key existed has that key at its default: fill those in first.
+  # A run saved before a key existed has that key at what it meant then (`as_saved`), else at
+  # its default: fill those in first.
   defaults = config_lib.to_dict(RunConfig())
   defaults["model"].update(vocab_size=config.model.vocab_size, context=config.model.context)
-  saved = config_lib.deep_merge(defaults, saved)
+  saved = config_lib.deep_merge(defaults, as_saved(saved))
   diff = _diff_keys(saved, config_lib.to_dict(config), ignore=RESUMABLE_KEYS)
   if diff and not allow_change:
     raise ConfigError("cannot resume with a different config; differing keys: "

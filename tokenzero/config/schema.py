@@ -112,6 +112,10 @@ class OptimConfig:
 class EvalConfig:
   num_prompts: int = 512
   every: int = 1
+  # Which prompts are held out (`tokenzero.prompts`): "hash", an instance is held out when its
+  # key hashes into the evaluation bucket, the same for every count; "legacy", the first
+  # num_prompts draws of the evaluation stream, what a run saved before this key evaluated on.
+  split: str = "hash"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,6 +53,8 @@ def validate(config: RunConfig) -> None:
       (config.optim.kl_weight >= 0, "optim.kl_weight must be >= 0"),
       (config.eval.num_prompts >= 1, "eval.num_prompts must be >= 1"),
       (config.eval.every >= 1, "eval.every must be >= 1"),
+      (config.eval.split in ("hash", "legacy"),
+       f"eval.split must be 'hash' or 'legacy', got {config.eval.split!r}"),
       (config.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
   ]
   for ok, message in checks:

@@ -58,6 +58,10 @@ class Addition(Task):
     return [f"{_operand(rng, self.min_digits, self.digits)}+"
             f"{_operand(rng, self.min_digits, self.digits)}" for _ in range(n)]
 
+  def instance_key(self, prompt):
+    # b+a asks for the sum of a+b: one instance, held out (or not) together.
+    return "+".join(sorted(prompt.split("+")))
+
   def answer(self, prompt: str) -> str:
     left, right = prompt.split("+")
     total = str(int(left) + int(right))

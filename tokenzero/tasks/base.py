@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
@@ -21,6 +22,18 @@ from tokenzero.rewards import TokenReward, host_token_reward
 from tokenzero.tokenizer import Tokenizer
 
 _PAD_TEXT, _EOS_TEXT = "<pad>", "<eos>"
+# The evaluation bucket: about this fraction of every task's instances is held out.
+HELD_OUT_FRACTION = 0.1
+# Salts the hash, so that the bucket is tokenzero's own and not some other tool's.
+_BUCKET_SALT = b"tokenzero.eval"
+
+
+def in_eval_bucket(key: str) -> bool:
+  """Whether the instance `key` is held out: its stable hash (blake2b; never Python's `hash`,
+  which changes per process) falls in the evaluation bucket. The same on every machine, for
+  every sampler, count and resume."""
+  digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, key=_BUCKET_SALT).digest()
+  return int.from_bytes(digest, "big") < HELD_OUT_FRACTION * 2**64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +84,17 @@ class Task:
   def held_out(self) -> list[str] | None:
     """A fixed evaluation prompt set, for tasks that have one (a prompts file); None: sample."""
     return None
+
+  def instance_key(self, prompt: str) -> str:
+    """What must not be seen in training when `prompt` is held out: the prompt itself, unless
+    other prompts pose the same problem (anagram: every scramble of the same letters)."""
+    return prompt
+
+  def is_held_out(self, prompt: str) -> bool:
+    """Whether `prompt` belongs to the evaluation instances: its `instance_key` is in the
+    evaluation bucket. Training never sees one; evaluation sees nothing else. A task whose few
+    prompts carry most of its mass narrows this, so that training keeps most of it."""
+    return in_eval_bucket(self.instance_key(prompt))
 
   @property
   def reward_name(self) -> str:

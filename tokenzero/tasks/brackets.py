@@ -92,6 +92,12 @@ class Parentheses(Task):
   def sample(self, rng, n):
     return [self._draw(rng) for _ in range(n)]
 
+  def is_held_out(self, prompt):
+    # The `kinds` one-bracket prompts carry 1/max_pairs of the mass or more (every one-pair
+    # string is cut there): holding one out would take a large part of the distribution from
+    # training. They always train; the bucket takes its share of the longer prompts.
+    return len(prompt) > 1 and super().is_held_out(prompt)
+
   def score(self, prompt, completion):
     target = closing(prompt, self.pairs)
     if target is None:

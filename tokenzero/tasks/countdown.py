@@ -192,6 +192,11 @@ class Countdown(Task):
   def sample(self, rng, n):
     return [self._draw(rng) for _ in range(n)]
 
+  def instance_key(self, prompt):
+    # The numbers may be used in any order, so their order does not change the problem.
+    numbers, target = parse_prompt(prompt)
+    return ",".join(map(str, sorted(numbers))) + f":{target}"
+
   def score(self, prompt, completion):
     numbers, target = parse_prompt(prompt)
     solved, value = check(numbers, target, completion)

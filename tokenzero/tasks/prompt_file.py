@@ -82,6 +82,8 @@ class PromptFileTask(Task):
   user_reward: Any = dataclasses.field(init=False, repr=False, compare=True, default=None)
   _train: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
   _eval: tuple = dataclasses.field(init=False, repr=False, compare=False, default=())
+  _eval_set: frozenset = dataclasses.field(init=False, repr=False, compare=False,
+                                           default=frozenset())
   _tokenizer: Any = dataclasses.field(init=False, repr=False, compare=False, default=None)
 
   def __post_init__(self):
@@ -114,6 +116,7 @@ class PromptFileTask(Task):
     object.__setattr__(self, "user_reward", load_reward(self.reward))
     object.__setattr__(self, "_train", tuple(train))
     object.__setattr__(self, "_eval", tuple(held_out))
+    object.__setattr__(self, "_eval_set", frozenset(held_out))
     object.__setattr__(self, "_tokenizer", tokenizer)
 
   def _make_tokenizer(self, texts: list[str]) -> Tokenizer:
@@ -147,6 +150,9 @@ class PromptFileTask(Task):
 
   def held_out(self) -> list[str] | None:
     return list(self._eval) or None
+
+  def is_held_out(self, prompt):
+    return prompt in self._eval_set
 
   def sample(self, rng, n):
     return [self._train[int(i)] for i in rng.integers(0, len(self._train), size=n)]

@@ -46,6 +46,10 @@ class Sort(_OneString):
     digits = rng.integers(0, 10, size=(n, self.length))
     return ["".join(map(str, row)) for row in digits]
 
+  def instance_key(self, prompt):
+    # Every order of the same digits asks for the same answer: one instance.
+    return "".join(sorted(prompt))
+
   def score(self, prompt, completion):
     return positional_credit(completion, "".join(sorted(prompt)), self.max_new_tokens)
 

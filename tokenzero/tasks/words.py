@@ -116,6 +116,10 @@ class Anagram(Task):
       out.append(scrambled)
     return out
 
+  def instance_key(self, prompt):
+    # Every scramble of a word's letters asks for the same words: one instance.
+    return _key(prompt)
+
   def score(self, prompt, completion):
     return max((positional_credit(completion, answer, self.max_new_tokens)
                 for answer in self.answers(prompt)), default=0.0)
