@@ -88,3 +88,25 @@ def digit_sum_reward(prompt, prompt_len, completion, completion_len):
   del prompt, prompt_len
   steps = jnp.arange(completion.shape[1])[None, :]
   return jnp.sum(jnp.where(steps < completion_len[:, None], completion, 0), 1) / 20.0
+
+
+def plant_values(tiny, planted):
+  """(params, config) whose value head gives each token list of `planted` {tuple: value} that
+  value. The head is linear in the last hidden state, which it does not change: probe that state
+  with unit kernels, then solve for the kernel and bias (needs len(planted) <= model width + 1)."""
+  params, config = tiny
+  head = params["value_head"]
+  width = head["kernel"].shape[0]
+  seqs = list(planted)
+  hidden = np.zeros((len(seqs), width))
+  for i in range(width):
+    kernel = np.zeros((width, 1), np.float32)
+    kernel[i] = 1.0
+    probe = dict(params, value_head=dict(kernel=jnp.asarray(kernel),
+                                         bias=jnp.zeros_like(head["bias"])))
+    hidden[:, i] = [next_outputs((probe, config), list(seq))[1] for seq in seqs]
+  features = np.concatenate([hidden, np.ones((len(seqs), 1))], axis=1)
+  solution = np.linalg.lstsq(features, np.array([planted[s] for s in seqs]), rcond=None)[0]
+  value_head = dict(kernel=jnp.asarray(solution[:-1, None], jnp.float32),
+                    bias=jnp.asarray(solution[-1:], jnp.float32))
+  return dict(params, value_head=value_head), config

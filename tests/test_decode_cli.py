@@ -75,15 +75,33 @@ def test_greedy_json_matches_transformers(model_dir, capsys):
       [t for t in expected if t != 1], skip_special_tokens=True)
 
 
-@pytest.mark.parametrize("method", ["beam", "mcts"])
-def test_budgeted_methods_run(model_dir, capsys, method):
+@pytest.mark.parametrize("method", ["beam", "mcts", "mcts_value", "best_of_n_value"])
+def test_budgeted_methods_run(model_dir, tmp_path, capsys, method):
   path, _ = model_dir
+  reward = tmp_path / "reward.py"
+  reward.write_text("def score(prompt, completion):\n  return float('cat' in completion)\n")
+  # mcts calls a reward (an HF model has none); the value-only methods run without one.
+  given = ["--reward", f"{reward}:score"] if method == "mcts" else []
   code, out, err = _decode(capsys, path, "--method", method, "--budget", 3, "--token-ids",
-                           "0,3,4", "--max-new-tokens", 3, "--json")
+                           "0,3,4", "--max-new-tokens", 3, "--json", *given)
   assert code == 0, err
   result = json.loads(out)
-  assert 1 <= len(result["token_ids"]) <= 3 and len(result["logprobs"]) == len(result["token_ids"])
-  assert result["forward_tokens"] == 3 * len(result["token_ids"]) or method == "beam"
+  length = len(result["token_ids"])
+  assert 1 <= length <= 3 and len(result["logprobs"]) == length
+  if method == "beam":  # 3 per step while the prompt's beams may still change: the answer's
+    # steps, and perhaps more while a running beam could still beat a finished one.
+    assert result["forward_tokens"] in range(3 * length, 3 * 3 + 1, 3)
+  else:
+    assert result["forward_tokens"] == 3 * length
+
+
+@pytest.mark.parametrize("method", ["best_of_n", "mcts", "mcts_puct"])
+def test_methods_that_need_a_reward_refuse_to_run_without_one(model_dir, capsys, method):
+  path, _ = model_dir
+  code, out, err = _decode(capsys, path, "--method", method, "--token-ids", "0,3,4",
+                           "--max-new-tokens", 3)
+  assert code == 2 and out == ""
+  assert err.count("\n") == 1 and f"method '{method}'" in err and "--reward" in err
 
 
 def test_user_errors_are_one_line(model_dir, tmp_path, capsys):

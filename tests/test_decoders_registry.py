@@ -1,8 +1,12 @@
-"""Methods by name: a budget is forward tokens per generated token; names are checked."""
+"""Methods by name: a budget is forward tokens per generated token; evaluation's search fits its
+budget, has no noise and equals greedy at budget 1."""
 
+import numpy as np
 import pytest
 
+from decoders_reference import VOCAB, digit_sum_reward, first_token_reward, run
 from tokenzero import decoders
+from tokenzero.config import SearchConfig
 
 
 @pytest.mark.parametrize("method, budget, per_token", [
@@ -15,3 +19,45 @@ def test_budget_means_forward_tokens_per_token(method, budget, per_token):
   if method.startswith("mcts"):
     assert decoder.search.num_simulations == budget - 1
     assert decoder.search.algorithm == ("gumbel" if method == "mcts" else "puct")
+
+
+SEARCHES = ["mcts", "mcts_puct", "mcts_value"]
+
+
+@pytest.mark.parametrize("method", SEARCHES)
+@pytest.mark.parametrize("budget", [1, 2, 4, 64])
+def test_evaluation_search_fits_its_budget_and_has_no_noise(method, budget):
+  run_search = SearchConfig(max_num_considered_actions=16, gumbel_scale=1.0,
+                            dirichlet_fraction=0.25)
+  search = decoders.make_decoder(method, budget, decoders.MethodOptions(search=run_search)).search
+  assert 1 <= search.max_num_considered_actions <= max(1, search.num_simulations)
+  assert search.gumbel_scale == 0 and search.dirichlet_fraction == 0
+  noisy = decoders.make_decoder(
+      method, budget, decoders.MethodOptions(search=run_search, search_noise=True)).search
+  assert noisy.gumbel_scale == 1.0 and noisy.dirichlet_fraction == 0.25
+
+
+def test_at_budget_one_search_and_beams_are_greedy(decoder_model):
+  """No simulations, one beam: every method plays the likeliest token, whatever the seed; the
+  reward (which pays another first token) is never consulted."""
+  greedy = run(decoder_model, decoders.Greedy())
+  reward = first_token_reward((greedy.completion[:, 0] + 1) % VOCAB)
+  for method in ["beam", "beam_value"] + SEARCHES:
+    for seed in range(3):
+      out = run(decoder_model, decoders.make_decoder(method, 1), reward_fn=reward, seed=seed)
+      np.testing.assert_array_equal(out.completion, greedy.completion, err_msg=method)
+      np.testing.assert_array_equal(out.completion_len, greedy.completion_len, err_msg=method)
+
+
+@pytest.mark.parametrize("method", ["mcts", "mcts_puct"])
+def test_evaluation_search_answers_the_same_for_every_seed(decoder_model, method):
+  """Without noise an answer does not depend on the seed; with --search-noise it does (and
+  mctx would sample PUCT's action: TreeSearch plays the most visited)."""
+  def answers(search_noise):
+    options = decoders.MethodOptions(search_noise=search_noise)
+    decoder = decoders.make_decoder(method, 4, options)
+    return {run(decoder_model, decoder, reward_fn=digit_sum_reward, seed=seed).completion.tobytes()
+            for seed in range(4)}
+
+  assert len(answers(False)) == 1
+  assert len(answers(True)) > 1

@@ -1,9 +1,10 @@
-"""Tree search as a decoder: greedy without simulations, a planted token found with them."""
+"""Tree search as a decoder: greedy without simulations, a planted token found with them, and a
+planted value found by a search that never calls the reward."""
 
 import numpy as np
 
-from decoders_reference import (ALLOWED, PROMPT, VOCAB, first_token_reward, next_outputs,
-                                prompt_of, run)
+from decoders_reference import (ALLOWED, NO_EOS, PROMPT, VOCAB, first_token_reward, next_outputs,
+                                plant_values, prompt_of, run)
 from tokenzero import decoders
 from tokenzero.config import SearchConfig
 
@@ -27,3 +28,33 @@ def test_gumbel_search_finds_a_planted_token(decoder_model):
   np.testing.assert_array_equal(out.forward_tokens, search.num_simulations + 1)
   greedy = run(decoder_model, decoders.Greedy(), max_new_tokens=1)
   assert np.all(greedy.completion[:, 0] != target)
+
+
+def test_value_only_search_finds_a_planted_value_without_the_reward(decoder_model):
+  """Two-token answers; the value head is planted to be 1 after each row's least likely first
+  token and 0 after the others, and the reward pays the greedy first token. An answer is worth
+  the value of the state its last token was chosen in, so the planted token must win, the
+  reward never be called, and the score be the planted 1."""
+  firsts = np.flatnonzero(NO_EOS)
+  logits = np.stack([next_outputs(decoder_model, prompt_of(row))[0] for row in range(len(PROMPT))])
+  target = np.argmin(np.where(NO_EOS, logits, np.inf), axis=1)
+  greedy = np.argmax(np.where(NO_EOS, logits, -np.inf), axis=1)
+  planted = plant_values(decoder_model, {
+      tuple(prompt_of(row) + [int(t)]): float(t == target[row])
+      for row in range(len(PROMPT)) for t in firsts})
+  calls = []
+
+  def counted_reward(*args):
+    calls.append(args)  # tracing counts too: a reward in the jitted graph is called here once.
+    return first_token_reward(greedy)(*args)
+
+  decoder = decoders.make_decoder("mcts_value", 17)
+  out = run(planted, decoder, allowed=NO_EOS, max_new_tokens=2, reward_fn=counted_reward)
+  np.testing.assert_array_equal(out.completion[:, 0], target)
+  np.testing.assert_allclose(out.score, 1.0, atol=1e-4)
+  assert calls == []
+  # The same search with the reward in the tree follows the reward instead.
+  tree = decoders.make_decoder("mcts", 17)
+  out = run(planted, tree, allowed=NO_EOS, max_new_tokens=2, reward_fn=counted_reward)
+  np.testing.assert_array_equal(out.completion[:, 0], greedy)
+  assert calls

@@ -90,3 +90,13 @@ def test_cli_train_runs_one_iteration(tmp_path, capsys):
   assert f"run directory: {out}" in capsys.readouterr().out
   rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["iteration"] == 1
+
+
+def test_decode_on_a_run_searches_with_the_runs_reward(finished_run, capsys):
+  out, _ = finished_run
+  code = cli.main(["decode", str(out), "--method", "mcts", "--budget", "2", "--prompt", "312",
+                   "--json"])
+  captured = capsys.readouterr()
+  assert code == 0, captured.err
+  result = json.loads(captured.out)
+  assert result["forward_tokens"] == 2 * len(result["token_ids"]) > 0

@@ -124,3 +124,22 @@ def test_tree_is_sized_by_candidates_not_vocab(tiny_params, tiny_config, sort_ta
   depth = 4
   assert node.path_k.shape == (B, 7, depth, tiny_config.num_layers, tiny_config.kv_heads,
                                tiny_config.dim_per_head)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2])
+def test_value_only_search_ends_answers_with_the_deciding_value(
+    tiny_params, tiny_config, sort_task, batch, max_new_tokens):
+  """Without a reward, an edge into a terminal node carries the network value of the node it
+  leaves (the state its token was chosen in), other edges 0; a terminal node's own value is 0."""
+  out = _run(tiny_params, tiny_config, sort_task, batch, SearchConfig(num_simulations=24),
+             None, jax.random.key(3), max_new_tokens=max_new_tokens)
+  tree = jax.tree.map(np.asarray, out.tree)
+  child = tree.children_index  # [B, N, K], -1 where unvisited
+  visited = child >= 0
+  terminal = np.take_along_axis(tree.embeddings.terminal, np.maximum(child, 0).reshape(B, -1),
+                                1).reshape(child.shape) & visited
+  parent_value = np.broadcast_to(tree.raw_values[:, :, None], child.shape)
+  assert terminal.any() and (visited & ~terminal).any() == (max_new_tokens > 1)
+  np.testing.assert_allclose(tree.children_rewards[terminal], parent_value[terminal], rtol=1e-6)
+  np.testing.assert_array_equal(tree.children_rewards[visited & ~terminal], 0.0)
+  np.testing.assert_array_equal(tree.children_discounts[terminal], 0.0)

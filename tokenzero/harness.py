@@ -156,14 +156,16 @@ def sweep_task(params, config: ModelConfig, task: Task, *, num_prompts: int, pro
 
 def evaluate_run(run_dir: str | Path, *, methods: Sequence[str], budgets: Sequence[int],
                  num_prompts: int | None = None, iteration: int | None = None,
-                 **kwargs) -> tuple[list[Row], dict[str, Any]]:
+                 search_noise: bool = False, **kwargs) -> tuple[list[Row], dict[str, Any]]:
   """Sweeps a training run's newest (or given) checkpoint on the run's own evaluation prompts,
-  task, reward, answer budget and search settings -> (rows, meta for `report.save_json`)."""
+  task, reward, answer budget and search settings (without their root noise unless
+  `search_noise`) -> (rows, meta for `report.save_json`)."""
 
   setup, params = load_run(run_dir, iteration)
   run = setup.config
   num_prompts = num_prompts or run.eval.num_prompts
-  options = kwargs.pop("options", None) or MethodOptions(search=run.search)
+  options = kwargs.pop("options", None) or MethodOptions(search=run.search,
+                                                        search_noise=search_noise)
   rows = sweep_task(params, run.model, setup.task, num_prompts=num_prompts,
                     prompt_seed=run.seed, split=run.eval.split,
                     max_new_tokens=setup.max_new_tokens,

@@ -20,6 +20,7 @@ from tokenzero import decoders
 from tokenzero import model as model_lib
 from tokenzero import run as run_lib
 from tokenzero.config import ModelConfig, SearchConfig
+from tokenzero.methods import VERIFIER_METHODS
 from tokenzero.rewards import TokenReward
 from tokenzero.tokenizer import Tokenizer, answer_mask, encode_prompts
 
@@ -37,11 +38,6 @@ class Policy:
   max_new_tokens: int  # default answer budget
   search: SearchConfig  # the run's search settings (defaults for an HF model)
   source: str  # "hf" or "run"
-
-
-def _zero_reward(prompt, prompt_len, completion, completion_len):
-  del prompt_len, completion, completion_len
-  return jnp.zeros((prompt.shape[0],), jnp.float32)
 
 
 def load_policy(path, *, dtype: str = "float32") -> Policy:
@@ -94,8 +90,8 @@ def complete(policy: Policy, prompt_ids: Sequence[int], *, method: str = "greedy
              options: decoders.MethodOptions | None = None) -> Completion:
   """Decodes one prompt with `decoders.make_decoder(method, budget)`.
 
-  The reward is `reward_fn`, else the run's; an HF model without one gets a zero reward, so
-  reward-ranked methods and tree search follow the model's prior and value head alone.
+  The reward is `reward_fn`, else the run's. A method that calls it (`methods.VERIFIER_METHODS`)
+  is refused without one, as an HF model has none: a stand-in reward would rank nothing.
   """
   prompt_ids = [int(i) for i in prompt_ids]
   vocab = policy.config.vocab_size
@@ -108,7 +104,11 @@ def complete(policy: Policy, prompt_ids: Sequence[int], *, method: str = "greedy
                      f"the model's context ({policy.config.context})")
   options = options or decoders.MethodOptions(search=policy.search)
   decoder = decoders.make_decoder(method, budget, options)
-  reward_fn = reward_fn or policy.reward_fn or _zero_reward
+  reward_fn = reward_fn or policy.reward_fn
+  if reward_fn is None and method in VERIFIER_METHODS:
+    raise ValueError(f"method {method!r} ranks answers by a reward: give --reward "
+                     "FILE.py:FUNCTION, or use mcts_value / best_of_n_value, which use the value "
+                     "head only")
   out = decoders.decode(policy.params, jnp.asarray([prompt_ids], jnp.int32),
                         jnp.asarray([len(prompt_ids)], jnp.int32), jax.random.key(seed),
                         policy.allowed, decoder=decoder, config=policy.config,

@@ -10,7 +10,10 @@ the root, `[D, Y, Hkv, E]` with D = max search depth. Bytes per node decide the 
 mctx gathers and scatters a node's embedding every simulation.
 
 A node is terminal after EOS or when the answer budget is used: the edge into it carries the
-reward with discount 0, and everything below a terminal node is worth 0.
+reward with discount 0, and everything below a terminal node is worth 0. Without a reward
+(value-only search) that edge is worth the network's value of the node it leaves: the state in
+which the final token was chosen, as `ValueBeam` scores a finished beam. A value read after EOS
+would be the value of a state the value head never trains on.
 
 Dimension letters: B batch, K candidates (actions), D max depth, T answer budget, V vocab,
 Y layers, Hkv KV heads, E head width.
@@ -52,6 +55,7 @@ class _Node(NamedTuple):
   depth: jax.Array  # [B] int32 tokens below the root
   candidates: jax.Array  # [B, K] token ids of this node's actions
   terminal: jax.Array  # [B] bool
+  value: jax.Array | None  # [B] network value here (value-only search; None: the reward's)
 
 
 class _Context(NamedTuple):
@@ -93,8 +97,9 @@ def _write(buffer, values, index):
 
 
 def make_recurrent_fn(config: ModelConfig, search_config: SearchConfig,
-                      reward_fn: TokenReward, eos_id: int):
-  """mctx recurrent_fn: expand one child per batch row with a single-token forward."""
+                      reward_fn: TokenReward | None, eos_id: int):
+  """mctx recurrent_fn: expand one child per batch row with a single-token forward. Without
+  `reward_fn`, an answer's end is worth the value of the node it was chosen in."""
   def recurrent_fn(context: _Context, rng, action, node: _Node):
     del rng  # the network is deterministic.
     episode = context.episode
@@ -118,9 +123,12 @@ def make_recurrent_fn(config: ModelConfig, search_config: SearchConfig,
     completion = _with_path(episode.completion, episode.num_generated, path_tokens, depth + 1)
     ends = (token == eos_id) | (completion_len >= episode.max_new_tokens)
     newly_terminal = ~node.terminal & ends
-    reward = jnp.where(
-        newly_terminal,
-        reward_fn(episode.prompt, episode.prompt_len, completion, completion_len), 0.0)
+    if reward_fn is None:
+      reward = jnp.where(newly_terminal, node.value, 0.0)
+    else:
+      reward = jnp.where(
+          newly_terminal,
+          reward_fn(episode.prompt, episode.prompt_len, completion, completion_len), 0.0)
     terminal = node.terminal | ends
     prior, candidates, _ = _top_k(out.logits, context.allowed, node.candidates.shape[1])
     step = mctx.RecurrentFnOutput(
@@ -128,7 +136,8 @@ def make_recurrent_fn(config: ModelConfig, search_config: SearchConfig,
         discount=jnp.where(terminal, 0.0, 1.0).astype(jnp.float32),
         prior_logits=prior,
         value=jnp.where(terminal, 0.0, out.value).astype(jnp.float32))
-    return step, _Node(path_k, path_v, path_tokens, depth + 1, candidates, terminal)
+    value = None if node.value is None else out.value.astype(jnp.float32)
+    return step, _Node(path_k, path_v, path_tokens, depth + 1, candidates, terminal, value)
 
   return recurrent_fn
 
@@ -148,10 +157,11 @@ def _recompute(params, config, episode: Episode, path_tokens, depth, token):
 
 
 def run_search(params, config: ModelConfig, search_config: SearchConfig, episode: Episode,
-               rng: jax.Array, *, reward_fn: TokenReward, allowed: jax.Array,
+               rng: jax.Array, *, reward_fn: TokenReward | None, allowed: jax.Array,
                eos_id: int) -> SearchOutput:
   """Searches from each row's current end. Jit the caller; every argument but the configs,
-  `reward_fn` and `eos_id` is an array."""
+  `reward_fn` and `eos_id` is an array. `reward_fn=None` is value-only search: the tree never
+  calls a reward, and an answer is worth the value of the state its last token was chosen in."""
   batch = episode.prompt.shape[0]
   num_actions = num_candidates(search_config, config.vocab_size)
   depth = search_depth(search_config, episode.max_new_tokens)
@@ -168,7 +178,8 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
       path_tokens=jnp.zeros((batch, depth), jnp.int32),
       depth=jnp.zeros((batch,), jnp.int32),
       candidates=candidates,
-      terminal=episode.done)
+      terminal=episode.done,
+      value=episode.value.astype(jnp.float32) if reward_fn is None else None)
   root = mctx.RootFnOutput(prior_logits=prior, value=episode.value.astype(jnp.float32),
                            embedding=root_node)
   context = _Context(params, episode, allowed)

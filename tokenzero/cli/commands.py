@@ -130,6 +130,7 @@ def cmd_eval(args) -> int:
   rows, meta = harness.evaluate_run(run_dir, methods=methods, budgets=budgets,
                                     num_prompts=args.num_prompts, iteration=args.iteration,
                                     batch_size=args.batch_size, seed=args.seed,
+                                    search_noise=args.search_noise,
                                     progress=not args.no_progress)
   json_path = Path(args.json or run_dir / "eval.json")
   plot_path = Path(args.plot or run_dir / "eval.png")
@@ -141,7 +142,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_decode(args) -> int:
-  from tokenzero import inference, rewards
+  from tokenzero import decoders, inference, rewards
   from tokenzero.methods import FIXED_COST_METHODS, parse_methods
   if (args.prompt is None) == (args.token_ids is None):
     raise UsageError("give exactly one of --prompt TEXT and --token-ids 1,2,3")
@@ -155,9 +156,10 @@ def cmd_decode(args) -> int:
   if args.reward:
     reward_fn = rewards.token_reward(rewards.load_reward(args.reward), policy.tokenizer)
   budget = args.budget or (1 if method in FIXED_COST_METHODS else 4)
+  options = decoders.MethodOptions(search=policy.search, search_noise=args.search_noise)
   out = inference.complete(policy, prompt_ids, method=method, budget=budget,
                            max_new_tokens=args.max_new_tokens or 0, seed=args.seed,
-                           reward_fn=reward_fn)
+                           reward_fn=reward_fn, options=options)
   if args.json:
     print(json.dumps({"method": method, "budget": budget, **dataclasses.asdict(out)}))
   else:

@@ -12,6 +12,10 @@ from tokenzero.cli import commands
 from tokenzero.methods import METHODS
 
 
+_SEARCH_NOISE_HELP = ("mcts*: keep self-play's root noise (Gumbel, or PUCT's Dirichlet); off, "
+                      "the search answers with its best guess")
+
+
 def add_train(sub) -> None:
   p = sub.add_parser("train", help="run the closed loop (self-play, learner, evaluation)",
                      description="tokenzero train [CONFIG.toml] [options] [KEY=VALUE ...]; "
@@ -70,6 +74,7 @@ def add_eval(sub) -> None:
   p.add_argument("--iteration", type=int, help="checkpoint to load (default: the newest)")
   p.add_argument("--batch-size", type=int, default=64, help="prompts decoded together")
   p.add_argument("--seed", type=int, default=0, help="sampling seed (shared by all methods)")
+  p.add_argument("--search-noise", action="store_true", help=_SEARCH_NOISE_HELP)
   p.add_argument("--json", metavar="OUT.json", help="default: RUN_DIR/eval.json")
   p.add_argument("--plot", metavar="OUT.png", help="default: RUN_DIR/eval.png")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,8 +85,8 @@ def add_decode(sub) -> None:
   p = sub.add_parser("decode", help="complete one prompt with a decoding method",
                      description="Decodes one prompt with an HF model directory (config.json + "
                      "safetensors + tokenizer.json) or a training run's newest checkpoint. "
-                     f"Methods: {', '.join(METHODS)}. Without --reward, an HF model's search "
-                     "and reward-ranked methods see a zero reward (prior and value head only).")
+                     f"Methods: {', '.join(METHODS)}. best_of_n, mcts and mcts_puct call a "
+                     "reward: a run's own, or --reward (an HF model has none).")
   p.add_argument("model", metavar="MODEL_DIR|RUN_DIR")
   p.add_argument("--method", default="greedy")
   p.add_argument("--budget", type=int, help="forward tokens per generated token (beam width, "
@@ -90,9 +95,10 @@ def add_decode(sub) -> None:
   p.add_argument("--token-ids", metavar="1,2,3", help="prompt as token ids")
   p.add_argument("--max-new-tokens", type=int, help="answer budget (default: the run's, or "
                  "32 for an HF model)")
-  p.add_argument("--reward", metavar="FILE.py:FUNCTION", help="reward for search and "
-                 "reward-ranked methods (default: the run's; zero for an HF model)")
+  p.add_argument("--reward", metavar="FILE.py:FUNCTION", help="reward for best_of_n, mcts "
+                 "and mcts_puct (default: the run's; an HF model needs one)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--search-noise", action="store_true", help=_SEARCH_NOISE_HELP)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                  help="compute dtype")
   p.add_argument("--json", action="store_true", help="print JSON: token_ids, text, logprobs, ...")

@@ -27,7 +27,22 @@ class MethodOptions:
   top_k: int = 5  # top_k
   top_p: float = 0.9  # top_p
   length_penalty: float = 1.0  # beam
-  search: SearchConfig = SearchConfig()  # mcts, mcts_puct: all but algorithm/num_simulations
+  search: SearchConfig = SearchConfig()  # mcts*: all but algorithm/num_simulations
+  # mcts*: keep the root noise (Gumbel, or PUCT's Dirichlet) that self-play explores with. Off,
+  # an answer is the search's best guess, not a draw.
+  search_noise: bool = False
+
+
+def evaluation_search(options: MethodOptions, *, algorithm: str,
+                      num_simulations: int) -> SearchConfig:
+  """The run's search settings fitted to answering at a budget: no more considered actions than
+  simulations (mctx's Sequential Halving visits S of them once each either way; the setting
+  says so), and no root noise unless `options.search_noise`."""
+  search = options.search
+  considered = max(1, min(search.max_num_considered_actions, num_simulations))
+  noise = {} if options.search_noise else dict(gumbel_scale=0.0, dirichlet_fraction=0.0)
+  return dataclasses.replace(search, algorithm=algorithm, num_simulations=num_simulations,
+                             max_num_considered_actions=considered, **noise)
 
 
 def make_decoder(method: str, budget: int, options: MethodOptions = MethodOptions()) -> Decoder:
@@ -55,9 +70,8 @@ def make_decoder(method: str, budget: int, options: MethodOptions = MethodOption
     # C beams x G expansions = budget: as square as the budget allows.
     width = math.isqrt(budget)
     return ValueBeam(width, budget // width)
-  if method in ("mcts", "mcts_puct"):
-    algorithm = "gumbel" if method == "mcts" else "puct"
-    search = dataclasses.replace(options.search, algorithm=algorithm,
-                                 num_simulations=budget - 1)
-    return TreeSearch(search)
+  if method in ("mcts", "mcts_puct", "mcts_value"):
+    algorithm = "puct" if method == "mcts_puct" else "gumbel"
+    return TreeSearch(evaluation_search(options, algorithm=algorithm, num_simulations=budget - 1),
+                      reward="value" if method == "mcts_value" else "tree")
   raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")

@@ -14,16 +14,24 @@ from tokenzero import search as search_lib
 from tokenzero.config import SearchConfig
 from tokenzero.decoders.base import Decoded, need_reward, pick
 
+REWARDS = ("tree", "value")  # what a finished answer is worth inside the tree
+
 
 @dataclasses.dataclass(frozen=True)
 class TreeSearch:
   """Searches at every step (`search.run_search`, Gumbel or PUCT) and plays the search's pick.
 
-  With zero simulations it plays what the search's first selection would: the Gumbel-perturbed
-  best candidate (Gumbel) or the likeliest one (PUCT). `score` is the value the search backed
-  up at its last decision. Costs S+1 forward tokens per generated token.
+  `reward="tree"` calls the reward (a verifier) at every answer the tree finishes; "value" never
+  calls it: an answer is worth the value of the state its last token was chosen in (as
+  `ValueBeam` scores a finished beam). Gumbel plays its chosen action (deterministic when
+  `gumbel_scale` is 0); PUCT plays its most visited child, ties to the likelier one (mctx would
+  sample in proportion to the visits: exploration that self-play wants and an answer does not).
+  With zero simulations it plays the best candidate by prior (+ Gumbel noise when
+  `gumbel_scale` > 0). `score` is the value the search backed up at its last decision. Costs
+  S+1 forward tokens per generated token.
   """
   search: SearchConfig = SearchConfig()
+  reward: str = "tree"
 
   @property
   def forward_tokens_per_token(self) -> int:
@@ -31,7 +39,12 @@ class TreeSearch:
 
   def decode(self, params, prompt, prompt_len, rng, allowed, *, config, max_new_tokens, eos_id,
              reward_fn=None) -> Decoded:
-    need_reward(reward_fn, "tree search")
+    if self.reward not in REWARDS:
+      raise ValueError(f"TreeSearch.reward must be one of {REWARDS}, got {self.reward!r}")
+    if self.reward == "value":
+      reward_fn = None  # value-only: the tree never sees the reward.
+    else:
+      need_reward(reward_fn, "tree search")
     state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
     batch = prompt.shape[0]
     num_actions = search_lib.num_candidates(self.search, config.vocab_size)
@@ -42,6 +55,10 @@ class TreeSearch:
         out = search_lib.run_search(params, config, self.search, state, step_key,
                                     reward_fn=reward_fn, allowed=allowed, eos_id=eos_id)
         token, value = out.token, out.search_value
+        if self.search.algorithm == "puct":
+          # action_weights are the visit counts, normalised; argmax breaks ties to the lower
+          # slot, and slots are in descending prior.
+          token = pick(out.candidates, jnp.argmax(out.action_weights, axis=1))
       else:
         # prior, ids [B, K]: the candidates the search would choose among.
         prior, ids = jax.lax.top_k(episode_lib.mask_logits(state.logits, allowed), num_actions)
