@@ -126,7 +126,6 @@ def add_sft(sub) -> None:
 SUBCOMMANDS = [add_train, add_tasks, add_check_reward, add_eval, add_decode, add_sft]
 
 
-SUBCOMMANDS = [add_train, add_tasks, add_check_reward, add_eval, add_decode, add_sft]
 
 
 def build_parser() -> argparse.ArgumentParser:
