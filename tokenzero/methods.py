@@ -10,6 +10,9 @@ from __future__ import annotations
 FIXED_COST_METHODS = ("greedy", "sample", "top_k", "top_p")
 BUDGETED_METHODS = ("best_of_n", "best_of_n_value", "majority", "beam", "beam_value", "mcts",
                     "mcts_puct")
+# They call the reward (a verifier) while decoding: best-of-n ranks by it, search scores the
+# answers its tree finishes with it. The others see the network alone.
+VERIFIER_METHODS = ("best_of_n", "mcts", "mcts_puct")
 METHODS = FIXED_COST_METHODS + BUDGETED_METHODS
 
 
