@@ -73,7 +73,7 @@ def sweep(task: str, out: Path, stage: str, iteration, args):
                                     progress=not args.no_progress)
   meta["network"] = stage
   report.save_json(path, rows, meta)
-  plots.reward_vs_budget(rows, out / f"{stage}.png", title=f"{task} ({stage} network)")
+  plots.reward_vs_compute(rows, out / f"{stage}.png", title=f"{task} ({stage} network)")
   return rows
 
 

@@ -46,7 +46,7 @@ def sweep_stage(run_dir: Path, out: Path, stage: str, args) -> list[report.Row]:
                                     progress=not args.no_progress)
   meta["network"] = stage
   report.save_json(out / f"{stage}.json", rows, meta)
-  plots.reward_vs_budget(rows, out / f"{stage}.png", title=f"{meta['task']} ({stage} network)")
+  plots.reward_vs_compute(rows, out / f"{stage}.png", title=f"{meta['task']} ({stage} network)")
   return rows
 
 

@@ -18,6 +18,8 @@ PROMPT_LEN = np.array([3, 4], np.int32)
 T = 3  # answer budget of most tests
 ALLOWED = np.array([t not in (PAD, SEP) for t in range(VOCAB)])  # EOS may end an answer
 NO_EOS = np.array([t not in (PAD, SEP, EOS) for t in range(VOCAB)])  # every answer is T long
+# Token 6 forbidden: row 1's likeliest first token is then EOS, and its greedy answer ends at once.
+EARLY = np.array([t not in (PAD, SEP, 6) for t in range(VOCAB)])
 
 
 def make_model():

@@ -1,10 +1,11 @@
-"""Beam search against brute force and a textbook beam search over the full forward."""
+"""Beam search against brute force and a textbook beam search over the full forward, and what
+it costs when prompts finish early."""
 
 import numpy as np
 import pytest
 
-from decoders_reference import (ALLOWED, EOS, NO_EOS, PROMPT, T, VOCAB, answer_of, log_softmax,
-                                next_outputs, prompt_of, run)
+from decoders_reference import (ALLOWED, EARLY, EOS, NO_EOS, PROMPT, T, VOCAB, answer_of,
+                                log_softmax, next_outputs, prompt_of, run)
 from tokenzero import decoders
 
 
@@ -41,3 +42,38 @@ def test_beam_without_eos_is_textbook_beam_search(decoder_model):
       beams = sorted(options, key=lambda option: -option[1])[:width]
     assert answer_of(out, row) == beams[0][0]
     np.testing.assert_allclose(out.score[row], beams[0][1] / T, rtol=1e-4)
+
+
+def _steps_until_full(tiny, row, width, allowed):
+  """Textbook early stopping: steps until `width` hypotheses have ended among the top `width`
+  continuations of a step (each step runs the 2*width best continuations of the running beams)."""
+  running, finished = [([], 0.0)], 0
+  for t in range(T):
+    options = []
+    for answer, total in running:
+      logprobs = log_softmax(next_outputs(tiny, prompt_of(row) + answer)[0], allowed)
+      options += [(answer + [int(tok)], total + logprobs[tok]) for tok in np.flatnonzero(allowed)]
+    options = sorted(options, key=lambda option: -option[1])[:2 * width]
+    ends = [answer[-1] == EOS or t + 1 >= T for answer, _ in options]
+    finished += sum(ends[:width])
+    if finished >= width:
+      return t + 1
+    running = [option for option, end in zip(options, ends) if not end][:width]
+  return T
+
+
+@pytest.mark.parametrize("width, allowed", [
+    (1, EARLY),  # row 1's best first token is EOS: one hypothesis, done after one step
+    (2, np.isin(np.arange(VOCAB), [EOS, 4, 7])),  # row 1 has two hypotheses after two steps
+])
+def test_beam_bills_a_prompt_until_its_answer_stops_changing(decoder_model, width, allowed):
+  """Each step runs the C beams of every prompt; once a prompt has C finished hypotheses
+  (early_stopping=True) the steps that follow are not billed to it: the count drops. Run on to
+  the end ("never"), the same beams cost C per step of the whole budget."""
+  out = run(decoder_model, decoders.Beam(width, early_stopping=True), allowed=allowed)
+  steps = [_steps_until_full(decoder_model, row, width, allowed) for row in range(len(PROMPT))]
+  np.testing.assert_array_equal(out.forward_tokens, width * np.array(steps))
+  np.testing.assert_array_equal(out.reward_calls, 0)
+  assert min(steps) < T  # some prompt did finish early
+  never = run(decoder_model, decoders.Beam(width, early_stopping="never"), allowed=allowed)
+  np.testing.assert_array_equal(never.forward_tokens, width * T)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from decoders_reference import ALLOWED, EOS, PAD, PROMPT, T, answer_of, next_outputs, prompt_of, run
+from decoders_reference import (ALLOWED, EARLY, EOS, PAD, PROMPT, T, answer_of, next_outputs,
+                                prompt_of, run)
 from tokenzero import decoders
 
 PROBS = np.array([0.05, 0.5, 0.1, 0.2, 0.15])
@@ -44,18 +45,23 @@ def test_sampling_draws_from_the_renormalised_nucleus():
   np.testing.assert_array_equal(top1, 1)
 
 
-def test_greedy_is_the_argmax_path_of_the_full_forward(decoder_model):
-  out = run(decoder_model, decoders.Greedy())
+@pytest.mark.parametrize("allowed", [ALLOWED, EARLY], ids=["allowed", "early_eos"])
+def test_greedy_is_the_argmax_path_of_the_full_forward(decoder_model, allowed):
+  """...and it runs one forward per answer token, so a row that ends early costs less."""
+  out = run(decoder_model, decoders.Greedy(), allowed=allowed)
+  lengths = []
   for row in range(len(PROMPT)):
     seq, want = prompt_of(row), []
     for _ in range(T):
       logits, _ = next_outputs(decoder_model, seq + want)
-      want.append(int(np.argmax(np.where(ALLOWED, logits, -np.inf))))
+      want.append(int(np.argmax(np.where(allowed, logits, -np.inf))))
       if want[-1] == EOS:
         break
     assert answer_of(out, row) == want
-    assert out.forward_tokens[row] == len(want)
+    assert out.forward_tokens[row] == len(want) and out.reward_calls[row] == 0
     assert np.all(out.completion[row, len(want):] == PAD)
+    lengths.append(len(want))
+  assert (min(lengths) < T) == (allowed is EARLY)
 
 
 def test_steps_after_the_end_are_not_charged(decoder_model):

@@ -5,20 +5,32 @@ import pytest
 from tokenzero import plots, report
 
 
-def _row(method, budget, reward):
+def _row(method, budget, reward, uses_verifier=False):
   return report.Row(method=method, budget=budget, mean_reward=reward, stderr=0.01,
                     success_rate=reward, success_stderr=0.02, forward_tokens_per_token=budget,
-                    forward_tokens_per_sequence=3.0 * budget, wall_s=0.1, compile_s=1.0,
-                    num_prompts=8, decoder="")
+                    forward_tokens_per_answer=3.0 * budget,
+                    reward_calls_per_answer=float(budget) if uses_verifier else 0.0,
+                    uses_verifier=uses_verifier, wall_s=0.1 * budget,
+                    wall_s_per_answer=0.01 * budget, compile_s=1.0, num_prompts=8, decoder="")
 
 
 @pytest.mark.parametrize("metric", ["mean_reward", "success_rate"])
-def test_reward_vs_budget_writes_a_png(tmp_path, metric):
+def test_reward_vs_compute_draws_two_panels(tmp_path, metric):
   rows = [_row("greedy", 1, 0.2), _row("beam", 2, 0.4), _row("beam", 4, 0.6),
+          _row("best_of_n", 2, 0.5, True), _row("best_of_n", 4, 0.7, True),
           _row("unlisted", 4, 0.1)]
   path = tmp_path / "sub" / "eval.png"
-  plots.reward_vs_budget(rows, path, title="sort", metric=metric)
+  figure = plots.reward_vs_compute(rows, path, title="sort", metric=metric)
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+  cost, wall = figure.axes
+  for ax, per_answer in [(cost, 3.0), (wall, 0.01)]:
+    assert ax.get_xscale() == "log"
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar's data lines
+    # x is the measured cost per answer, not the budget; a verifier-using method is dashed.
+    assert list(lines["beam"].get_xdata()) == pytest.approx([2 * per_answer, 4 * per_answer])
+    assert lines["beam"].get_linestyle() == "-"
+    assert lines["best_of_n (verifier)"].get_linestyle() == "--"
+    assert lines["beam"].get_color() != lines["best_of_n (verifier)"].get_color()
 
 
 @pytest.mark.parametrize("rows", [

@@ -1,13 +1,14 @@
-"""Search: KV-incremental == full-recompute reference, planted rewards are found, and the
-tree is never sized by the vocabulary."""
+"""Search: KV-incremental == full-recompute reference, planted rewards are found, the tree is
+never sized by the vocabulary, and the compute it reports is the compute it ran."""
 
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokenzero import episode as episode_lib, prompts, search as search_lib
+from tokenzero import episode as episode_lib, model as model_lib, prompts, search as search_lib
 from tokenzero.config import SearchConfig
 from tokenzero.tokenizer import answer_mask
 
@@ -143,3 +144,59 @@ def test_value_only_search_ends_answers_with_the_deciding_value(
   np.testing.assert_allclose(tree.children_rewards[terminal], parent_value[terminal], rtol=1e-6)
   np.testing.assert_array_equal(tree.children_rewards[visited & ~terminal], 0.0)
   np.testing.assert_array_equal(tree.children_discounts[terminal], 0.0)
+
+
+@pytest.mark.parametrize("algorithm", ["gumbel", "puct"])
+def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
+    tiny_params, tiny_config, sort_task, batch, monkeypatch, algorithm):
+  """The reported counts equal what is observed apart from them: the forwards counted on the
+  host as they run, and the completions scored read off the finished tree."""
+  eos = sort_task.tokenizer.eos_id
+  evaluations = []
+  real_extend = model_lib.extend
+
+  def counted_extend(*args, **kwargs):
+    out = real_extend(*args, **kwargs)
+    jax.debug.callback(lambda: evaluations.append(1))  # once per batched forward that runs
+    return out
+
+  monkeypatch.setattr(search_lib, "model_lib",
+                      types.SimpleNamespace(**dict(vars(model_lib), extend=counted_extend)))
+  # Two tokens of the answer already played: row 0 has ended (EOS), the others search the last
+  # two. The depth limit of 2 makes the search re-expand nodes at the cut-off, which calls the
+  # reward again.
+  search_config = SearchConfig(algorithm=algorithm, num_simulations=24, top_k=4, max_depth=2)
+
+  @jax.jit
+  def f(params, tokens, lengths, key):
+    state = episode_lib.start(params, tiny_config, tokens, lengths, sort_task.max_new_tokens)
+    assert sort_task.max_new_tokens == 4
+    for played in ([eos, 4, 5, 6], [4, 4, 4, 4]):
+      state = episode_lib.step(params, tiny_config, state, jnp.array(played), eos)
+    out = search_lib.run_search(params, tiny_config, search_config, state, key,
+                                reward_fn=sort_task.jax_reward(), allowed=_allowed(sort_task),
+                                eos_id=eos)
+    return out, state.done
+
+  out, done = f(tiny_params, batch.tokens, batch.lengths, jax.random.key(3))
+  jax.effects_barrier()
+  np.testing.assert_array_equal(done, [True, False, False, False])
+  assert len(evaluations) == search_config.num_simulations
+  np.testing.assert_array_equal(out.forward_tokens, np.where(done, 0, len(evaluations)))
+
+  # A node below the root is scored each time it is expanded if its token ends the answer and
+  # nothing above it did: at depth 1 (created once) when it is EOS, at depth 2 (the cut-off,
+  # expanded once per visit) when its parent is not EOS, since the answer budget ends there.
+  tree = jax.tree.map(np.asarray, out.tree)
+  node = tree.embeddings
+  exists = tree.node_visits > 0
+  first = node.path_tokens[:, :, 0]
+  at_depth = lambda d: exists & (node.depth == d)
+  scored = (np.sum(at_depth(1) & (first == eos), axis=1)
+            + np.sum(np.where(at_depth(2) & (first != eos), tree.node_visits, 0), axis=1))
+  scored = np.where(done, 0, scored)
+  np.testing.assert_array_equal(out.reward_calls, scored)
+  # The case is not trivial: nodes at the cut-off were expanded again, and some ran below an EOS
+  # (billed as forwards, never scored).
+  assert np.any(at_depth(2) & (tree.node_visits > 1))
+  assert np.any(at_depth(2) & (first == eos))

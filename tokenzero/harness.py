@@ -1,11 +1,13 @@
 """Matched-compute evaluation: every decoding method at every budget, on the same prompts.
 
-A budget b is b forward token-evaluations per generated token, so best-of-b, beam-b and tree
-search with b-1 simulations meet on equal terms (see `decoders`). `sweep` runs a list of methods
-over a list of budgets and returns one `report.Row` per (method, budget); `report.save_json`,
-`plots.reward_vs_budget` and `report.markdown_table` turn rows into the JSON, the
-reward-vs-budget picture and a table. Methods whose cost is fixed at one forward per token
-(greedy and the samplers) run once, at budget 1, and are drawn as flat lines.
+A budget b is nominally b forward token-evaluations per generated token, so best-of-b, beam-b and
+tree search with b-1 simulations are set up on equal terms (see `decoders`); what each one then
+ran is measured: the decoders count the forwards they run and the completions they hand to the
+reward, and the sweep times them (compilation excluded). `sweep` runs a list of methods over a
+list of budgets and returns one `report.Row` per (method, budget); `report.save_json`,
+`plots.reward_vs_compute` and `report.markdown_table` turn rows into the JSON, the reward vs
+measured compute and wall-clock pictures and a table. Methods whose cost is fixed at one
+forward per token (greedy and the samplers) run once, at budget 1.
 
 The harness takes (params, model config, prompts, reward) and nothing else, so a run directory,
 a checkpoint or a pretrained model all feed it the same way.
@@ -28,7 +30,7 @@ from tokenzero import prompts as prompts_lib
 from tokenzero import rewards as rewards_lib
 from tokenzero.config import ModelConfig
 from tokenzero.decoders import MethodOptions
-from tokenzero.methods import FIXED_COST_METHODS, METHODS
+from tokenzero.methods import FIXED_COST_METHODS, METHODS, VERIFIER_METHODS
 from tokenzero.progress import progress_bar
 from tokenzero.report import Row
 from tokenzero.rewards import TokenReward
@@ -107,7 +109,7 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
       compiled = decoders.decode.lower(params, first_tokens, first_lengths, jax.random.key(0),
                                        allowed, **statics).compile()
       compile_s = time.perf_counter() - start
-      rewards, spent, answer_tokens, wall_s = [], [], [], 0.0
+      rewards, spent, scored, answer_tokens, wall_s = [], [], [], [], 0.0
       for index, (chunk_tokens, chunk_lengths, real) in enumerate(chunks):
         # Same keys for every method: common random numbers make the comparison sharper.
         rng = jax.random.fold_in(jax.random.key(seed), index)
@@ -121,20 +123,24 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
               score(chunk_tokens, chunk_lengths, out.completion, out.completion_len))
         rewards.append(np.asarray(reward)[:real])
         spent.append(np.asarray(out.forward_tokens)[:real])
+        scored.append(np.asarray(out.reward_calls)[:real])
         answer_tokens.append(np.asarray(out.completion_len)[:real])
         bar.advance(task_id)
       reward = np.concatenate(rewards).astype(np.float64)
       success = (reward >= success_threshold).astype(np.float64)
       spent_total = float(np.concatenate(spent).sum())
+      num_prompts = len(reward)
       rows.append(Row(
           method=method, budget=budget, mean_reward=float(reward.mean()),
           stderr=clustered_stderr(reward, ids), success_rate=float(success.mean()),
           success_stderr=clustered_stderr(success, ids),
           forward_tokens_per_token=spent_total / max(float(np.concatenate(answer_tokens).sum()),
                                                      1.0),
-          forward_tokens_per_sequence=spent_total / len(reward), wall_s=wall_s,
-          compile_s=compile_s, num_prompts=len(reward), decoder=repr(decoder),
-          distinct_prompts=len(np.unique(ids))))
+          forward_tokens_per_answer=spent_total / num_prompts,
+          reward_calls_per_answer=float(np.concatenate(scored).sum()) / num_prompts,
+          uses_verifier=method in VERIFIER_METHODS, wall_s=wall_s,
+          wall_s_per_answer=wall_s / num_prompts, compile_s=compile_s, num_prompts=num_prompts,
+          decoder=repr(decoder), distinct_prompts=len(np.unique(ids))))
   return rows
 
 

@@ -1,4 +1,4 @@
-"""Pictures of a run (`learning_curve`) and of a decoding sweep (`reward_vs_budget`).
+"""Pictures of a run (`learning_curve`) and of a decoding sweep (`reward_vs_compute`).
 
 matplotlib's object-oriented API: a `Figure` renders to a file on its own, so no pyplot state
 and no backend switch (headless machines just work).
@@ -43,39 +43,48 @@ def learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, title: str 
   fig.savefig(path, dpi=100)
 
 
-def reward_vs_budget(rows: Sequence[Row], path: str | Path, *, title: str = "",
-                     metric: str = "mean_reward") -> None:
-  """Reward (or `metric`) vs budget, log x, one line per method with standard-error bars;
-  fixed-cost methods are flat dashed lines across the budgets."""
-  error = {"mean_reward": "stderr", "success_rate": "success_stderr"}.get(metric)
-  budgets = sorted({row.budget for row in rows})
-  span = [min(budgets), max(max(budgets), 2)]
-  fig = Figure(figsize=(7.6, 4.4))
-  ax = fig.subplots()
+def _color(method: str):
+  """A method keeps its colour across plots: the reader compares pictures side by side."""
+  if method not in METHODS:
+    return None
   palette = matplotlib.colormaps["tab20"].colors
-  for method in dict.fromkeys(row.method for row in rows):
-    # A method keeps its colour across plots: the reader compares pictures side by side.
-    index = 2 * METHODS.index(method) if method in METHODS else None
-    color = palette[index % 20 + index // 20] if index is not None else None
-    mine = sorted((r for r in rows if r.method == method), key=lambda r: r.budget)
-    y = [getattr(r, metric) for r in mine]
-    err = [getattr(r, error) for r in mine] if error else None
-    if method in FIXED_COST_METHODS:
-      ax.plot(span, [y[0]] * 2, linestyle="--", color=color, label=method)
-      ax.errorbar([mine[0].budget], y[:1], yerr=err[:1] if err else None, fmt="o",
-                  color=color, capsize=3)
-    else:
-      ax.errorbar([r.budget for r in mine], y, yerr=err, marker="o", capsize=3, color=color,
-                  label=method)
-  ax.set_xscale("log", base=2)
-  ax.set_xticks(budgets, [str(b) for b in budgets])
-  ax.set_xlabel("budget (forward tokens per generated token)")
-  ax.set_ylabel(metric.replace("_", " "))
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  index = 2 * METHODS.index(method)
+  return palette[index % 20 + index // 20]
+
+
+def reward_vs_compute(rows: Sequence[Row], path: str | Path, *, title: str = "",
+                      metric: str = "mean_reward") -> Figure:
+  """Reward (or `metric`) against what each answer cost, measured: forward tokens per answer
+  (left) and wall-clock seconds per answer (right), log x, standard-error bars. One line per
+  method through its budgets; methods that call the reward (a verifier) are dashed with square
+  markers, the others solid with circles; fixed-cost methods are one point and a dotted level.
+  Returns the figure, already written to `path`."""
+  error = {"mean_reward": "stderr", "success_rate": "success_stderr"}.get(metric)
+  fig = Figure(figsize=(12.4, 4.6))
+  axes = fig.subplots(1, 2, sharey=True)
+  costs = [("forward_tokens_per_answer", "forward tokens per answer (measured)"),
+           ("wall_s_per_answer", "wall-clock seconds per answer")]
+  for ax, (cost, label) in zip(axes, costs):
+    for method in dict.fromkeys(row.method for row in rows):
+      mine = sorted((r for r in rows if r.method == method), key=lambda r: r.budget)
+      color = _color(method)
+      y = [getattr(r, metric) for r in mine]
+      style = dict(linestyle="--", marker="s") if mine[0].uses_verifier else dict(marker="o")
+      suffix = " (verifier)" if mine[0].uses_verifier else ""
+      ax.errorbar([getattr(r, cost) for r in mine], y,
+                  yerr=[getattr(r, error) for r in mine] if error else None, capsize=3,
+                  color=color, label=method + suffix, **style)
+      if method in FIXED_COST_METHODS:
+        ax.axhline(y[0], linestyle=":", linewidth=1, color=color, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel(metric.replace("_", " "))
+  axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
   if title:
-    ax.set_title(title)
+    fig.suptitle(title)
   fig.tight_layout()
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
+  return fig

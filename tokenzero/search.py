@@ -15,6 +15,12 @@ reward with discount 0, and everything below a terminal node is worth 0. Without
 which the final token was chosen, as `ValueBeam` scores a finished beam. A value read after EOS
 would be the value of a state the value head never trains on.
 
+The search counts what it runs, per row (`SearchOutput.forward_tokens`, `reward_calls`): every
+simulation runs the network once for every row, and a row whose root is live is billed for it,
+below a terminal node too (the forward ran, useful or not); each completion the tree hands to the
+reward (a row whose new node is newly terminal) is one reward call. The counts are added up in
+mctx's simulation loop (`_Tally`), one simulation at a time.
+
 Dimension letters: B batch, K candidates (actions), D max depth, T answer budget, V vocab,
 Y layers, Hkv KV heads, E head width.
 """
@@ -44,6 +50,8 @@ class SearchOutput(NamedTuple):
   valid: jax.Array  # [B, K] bool: slot holds an allowed token
   root_value: jax.Array  # [B] network value at the root
   search_value: jax.Array  # [B] value the search backed up to the root
+  forward_tokens: jax.Array  # [B] int32 network evaluations run for the row (0: root was done)
+  reward_calls: jax.Array  # [B] int32 completions of the row handed to the reward
   tree: mctx.Tree  # the search tree [B, N, ...], for inspection (dropped under jit if unused)
 
 
@@ -63,6 +71,48 @@ class _Context(NamedTuple):
   params: object
   episode: Episode
   allowed: jax.Array  # [V] bool
+
+
+class _Cost(NamedTuple):
+  """What simulations ran, per row."""
+  forward_tokens: jax.Array  # [B] int32 network evaluations for a live root
+  reward_calls: jax.Array  # [B] int32 completions scored by the reward
+
+
+class _Tally:
+  """Adds up what each simulation ran, per row, inside mctx's simulation loop.
+
+  mctx runs one simulation per iteration of its `loop_fn`, and each simulation calls the
+  recurrent_fn once for every row. A recurrent_fn can only return a node, so `recurrent_fn`
+  leaves the simulation's `_Cost` here and `loop_fn`, tracing the same iteration, moves it
+  into the loop's carry: the count is of the simulations that ran, not a formula.
+  """
+
+  def __init__(self, recurrent_fn, batch: int, scores: bool):
+    self._recurrent_fn = recurrent_fn
+    self._scores = scores  # the tree calls the reward at newly terminal nodes
+    self._pending: list[_Cost] = []
+    self._zero = _Cost(jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32))
+    self.total: _Cost | None = None
+
+  def recurrent_fn(self, context: _Context, rng, action, node: _Node):
+    step, child = self._recurrent_fn(context, rng, action, node)
+    live = ~context.episode.done
+    # A done root's nodes are all terminal, so it never scores; the forward still ran for it
+    # (batched) but bills no one.
+    scored = child.terminal & ~node.terminal & self._scores
+    self._pending.append(_Cost(live.astype(jnp.int32), scored.astype(jnp.int32)))
+    return step, child
+
+  def loop_fn(self, lower, upper, body_fun, init):
+    def body(index, carry):
+      state, total = carry
+      state = body_fun(index, state)
+      cost = self._pending.pop()
+      return state, _Cost(*(a + b for a, b in zip(total, cost)))
+
+    state, self.total = jax.lax.fori_loop(lower, upper, body, (init, self._zero))
+    return state
 
 
 DEFAULT_TOP_K = 16  # candidates per node when `search.top_k` is 0.
@@ -183,9 +233,11 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
   root = mctx.RootFnOutput(prior_logits=prior, value=episode.value.astype(jnp.float32),
                            embedding=root_node)
   context = _Context(params, episode, allowed)
-  recurrent_fn = make_recurrent_fn(config, search_config, reward_fn, eos_id)
+  tally = _Tally(make_recurrent_fn(config, search_config, reward_fn, eos_id), batch,
+                 scores=reward_fn is not None)
+  recurrent_fn = tally.recurrent_fn
   common = dict(num_simulations=search_config.num_simulations, invalid_actions=~valid,
-                max_depth=depth)
+                max_depth=depth, loop_fn=tally.loop_fn)
   if search_config.algorithm == "gumbel":
     out = mctx.gumbel_muzero_policy(
         context, rng, root, recurrent_fn, **common,
@@ -216,4 +268,6 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
       valid=valid,
       root_value=episode.value,
       search_value=search_value,
+      forward_tokens=tally.total.forward_tokens,
+      reward_calls=tally.total.reward_calls,
       tree=out.search_tree)

@@ -135,7 +135,7 @@ def cmd_eval(args) -> int:
   json_path = Path(args.json or run_dir / "eval.json")
   plot_path = Path(args.plot or run_dir / "eval.png")
   report.save_json(json_path, rows, meta)
-  plots.reward_vs_budget(rows, plot_path, title=f"{meta['task']}: reward vs budget")
+  plots.reward_vs_compute(rows, plot_path, title=f"{meta['task']}: reward vs compute")
   print(report.markdown_table(rows), end="")
   print(f"wrote {json_path} and {plot_path}")
   return 0

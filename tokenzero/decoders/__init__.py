@@ -10,8 +10,8 @@
 - `registry`: the methods by name and budget (`make_decoder`), for `tokenzero eval` and
   `tokenzero decode`.
 
-Every decoder reports the forward token-evaluations it spent (`Decoded.forward_tokens`); see
-`base` for how compute is counted.
+Every decoder counts what it runs: the forward token-evaluations (`Decoded.forward_tokens`) and
+the completions it hands to the reward (`Decoded.reward_calls`); see `base` for how.
 """
 
 from tokenzero.decoders.base import Decoded, Decoder, decode

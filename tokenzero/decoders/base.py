@@ -5,10 +5,14 @@ A decoder turns prompts into one completion each. Every decoder is a frozen data
 -> Decoded` and a `forward_tokens_per_token` property; `decode` jits any of them.
 
 Compute is counted in forward token-evaluations: one token run through the network against the
-KV cache. A sampled answer costs one per generated token; best-of-n and majority vote C, beam C,
-value-guided beam C*G, tree search S+1 with S simulations. The prompt's prefill is the same for
-every decoder (done once, then shared) and is not counted. `Decoded.forward_tokens` is what a
-row actually spent; steps that a batched scan runs after a row is finished are not counted.
+KV cache. `forward_tokens_per_token` is a decoder's nominal budget: a sampled answer costs one per
+generated token; best-of-n and majority vote C, beam C, value-guided beam C*G, tree search S+1
+with S simulations. What a decoder reports is measured instead: each one carries a counter
+through its scan and adds the forwards it actually runs for live rows, useful or not (a search's
+simulations below a terminal node ran, so they count; a batched forward over a row that is
+finished, or over a beam slot that holds no beam, bills no one). `Decoded.reward_calls` counts
+the completions handed to the reward function (a verifier), not the calls of the callback. The
+prompt's prefill is the same for every decoder (done once, then shared) and is not counted.
 
 Decoders that keep C candidates per prompt hold them as B*C episode rows, rows b*C ... b*C + C-1
 for prompt b (`repeat_rows`), and reorder them with `take_rows`.
@@ -35,12 +39,14 @@ class Decoded(NamedTuple):
   completion: jax.Array  # [B, T] generated tokens, PAD after the end
   completion_len: jax.Array  # [B] tokens generated, EOS included
   score: jax.Array  # [B] what the decoder ranked its pick by (log-likelihood, value, reward...)
-  forward_tokens: jax.Array  # [B] int32 forward token-evaluations spent on the row
+  forward_tokens: jax.Array  # [B] int32 forward token-evaluations run for the row
+  reward_calls: jax.Array  # [B] int32 completions of the row handed to the reward (0: none)
 
 
 class Decoder(Protocol):
   @property
-  def forward_tokens_per_token(self) -> int: ...
+  def forward_tokens_per_token(self) -> int:
+    """The nominal budget; `Decoded.forward_tokens` is what was run."""
 
   def decode(self, params, prompt, prompt_len, rng, allowed, *, config: ModelConfig,
              max_new_tokens: int, eos_id: int, reward_fn: TokenReward | None) -> Decoded: ...

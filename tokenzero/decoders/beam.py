@@ -39,7 +39,8 @@ class Beam:
   among the top C become finished hypotheses scored `sum_logprobs / length ** length_penalty`,
   the first C that do not end keep running; `early_stopping` is False (stop a prompt once no
   running beam can beat its worst finished one, judged at the current length), True (stop at C
-  finished) or "never" (judged at the longest length when length_penalty > 0).
+  finished) or "never" (judged at the longest length when length_penalty > 0). Costs C forward
+  tokens per step while a prompt's answer can still change, and nothing after.
   """
   width: int
   length_penalty: float = 1.0
@@ -105,10 +106,12 @@ class Beam:
       best_possible = running_score[:, :1] / (best_length ** self.length_penalty)
       worst = jnp.where(is_finished, jnp.min(finished_score, axis=1, keepdims=True), _NEG)
       improvable = beams.improvable & jnp.any(best_possible > worst, axis=1)
+      # The step's forward runs all C rows of every prompt; a prompt whose answer can no longer
+      # change throws its rows' results away, and is not billed for them.
       spent = beams.forward_tokens + jnp.where(can_change, width, 0)
       return _Beams(episode, running, running_score, finished, finished_len, finished_score,
                     is_finished, improvable, spent), None
 
     beams, _ = jax.lax.scan(body, beams, jnp.arange(budget))
     return Decoded(beams.finished[:, 0], beams.finished_len[:, 0], beams.finished_score[:, 0],
-                   beams.forward_tokens)
+                   beams.forward_tokens, jnp.zeros((batch,), jnp.int32))

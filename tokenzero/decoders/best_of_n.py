@@ -1,5 +1,6 @@
 """C samples per prompt from one shared prefill, then one of them: the best (`BestOfN`) or the
-one most samples agree on (`MajorityVote`). Both spend C forward tokens per generated token.
+one most samples agree on (`MajorityVote`). Both spend C forward tokens per generated token (the
+C samples' own forwards, counted); best-of-n by reward hands all C to the reward.
 Dimension letters: B batch, T answer budget, C samples per prompt, A answer tokens a vote
 compares.
 """
@@ -56,8 +57,10 @@ class BestOfN:
     if self.score == "reward":
       need_reward(reward_fn, "best-of-n scored by reward")
       scores = reward_fn(final.prompt, final.prompt_len, final.completion, final.num_generated)
+      scored = jnp.full((batch,), self.n, jnp.int32)  # every sample is a completion scored
     elif self.score == "value":
       scores = last_decision_value(samples)
+      scored = jnp.zeros((batch,), jnp.int32)
     else:
       raise ValueError(f"BestOfN.score must be 'reward' or 'value', got {self.score!r}")
     scores = scores.astype(jnp.float32).reshape(batch, self.n)  # [B, C]
@@ -65,7 +68,7 @@ class BestOfN:
     completion = final.completion.reshape(batch, self.n, -1)  # [B, C, T]
     lengths = final.num_generated.reshape(batch, self.n)  # [B, C]
     return Decoded(pick(completion, best), pick(lengths, best), pick(scores, best),
-                   lengths.sum(1))
+                   samples.forward_tokens.reshape(batch, self.n).sum(1), scored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,4 +106,6 @@ class MajorityVote:
     completion = final.completion.reshape(batch, self.n, -1)  # [B, C, T]
     lengths = final.num_generated.reshape(batch, self.n)  # [B, C]
     return Decoded(pick(completion, best), pick(lengths, best),
-                   pick(votes, best).astype(jnp.float32) / self.n, lengths.sum(1))
+                   pick(votes, best).astype(jnp.float32) / self.n,
+                   samples.forward_tokens.reshape(batch, self.n).sum(1),
+                   jnp.zeros((batch,), jnp.int32))

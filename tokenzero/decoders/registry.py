@@ -1,7 +1,8 @@
 """Decoding methods by name, at a budget: what `tokenzero eval` sweeps and `tokenzero decode` runs.
 
-A budget b is b forward token-evaluations per generated token, so best-of-b, beam-b and tree
-search with b-1 simulations meet on equal terms. Methods whose cost is fixed at one forward per
+A budget b is nominally b forward token-evaluations per generated token, so best-of-b, beam-b
+and tree search with b-1 simulations are set up on equal terms; what each one runs is counted
+(`Decoded.forward_tokens`). Methods whose cost is fixed at one forward per
 token (greedy and the samplers) ignore the budget. The names themselves, and the parsing of
 `--methods` and `--budgets`, are `tokenzero.methods` (no JAX: the command line checks them first).
 """

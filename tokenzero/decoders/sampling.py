@@ -48,23 +48,27 @@ class Rollout(NamedTuple):
   episode: Episode  # the final state
   logprobs: jax.Array  # [B, T] log-probability of each generated token, 0 after the end
   decision_value: jax.Array  # [B, T] value of the state each token was chosen in
+  forward_tokens: jax.Array  # [B] int32 forwards run for the row while it was live
 
 
 def rollout(params, config: ModelConfig, state: Episode, rng, allowed, sampler,
             eos_id: int) -> Rollout:
   """Decodes every row of `state` to its end with `sampler`; `allowed` [V] bool."""
-  def body(state, step_key):
+  def body(carry, step_key):
+    state, spent = carry
     logits = episode_lib.mask_logits(state.logits, allowed)
     token = sampler.get_next_tokens(logits, step_key).astype(jnp.int32)
     logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=1)[:, 0]
     live = ~state.done
     value = state.value
+    # The step's forward runs for every row; a finished row's result is dropped, unbilled.
     state = episode_lib.step(params, config, state, token, eos_id)
-    return state, (jnp.where(live, logprob, 0.0), value)
+    return (state, spent + live), (jnp.where(live, logprob, 0.0), value)
 
-  state, (logprobs, values) = jax.lax.scan(body, state,
-                                           jax.random.split(rng, state.max_new_tokens))
-  return Rollout(state, logprobs.T, values.T)
+  spent = jnp.zeros(state.num_generated.shape, jnp.int32)
+  (state, spent), (logprobs, values) = jax.lax.scan(
+      body, (state, spent), jax.random.split(rng, state.max_new_tokens))
+  return Rollout(state, logprobs.T, values.T, spent)
 
 
 class _SamplerDecoder:
@@ -80,7 +84,8 @@ class _SamplerDecoder:
     state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
     final = rollout(params, config, state, rng, allowed, self, eos_id)
     return Decoded(final.episode.completion, final.episode.num_generated,
-                   final.logprobs.sum(-1), final.episode.num_generated)
+                   final.logprobs.sum(-1), final.forward_tokens,
+                   jnp.zeros_like(final.forward_tokens))
 
 
 @dataclasses.dataclass(frozen=True)

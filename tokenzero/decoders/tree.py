@@ -50,7 +50,7 @@ class TreeSearch:
     num_actions = search_lib.num_candidates(self.search, config.vocab_size)
 
     def body(carry, step_key):
-      state, last_value = carry
+      state, last_value, spent, scored = carry
       if self.search.num_simulations > 0:
         out = search_lib.run_search(params, config, self.search, state, step_key,
                                     reward_fn=reward_fn, allowed=allowed, eos_id=eos_id)
@@ -59,6 +59,8 @@ class TreeSearch:
           # action_weights are the visit counts, normalised; argmax breaks ties to the lower
           # slot, and slots are in descending prior.
           token = pick(out.candidates, jnp.argmax(out.action_weights, axis=1))
+        # Counted inside the search: its forwards for a live root, the answers it scored.
+        spent, scored = spent + out.forward_tokens, scored + out.reward_calls
       else:
         # prior, ids [B, K]: the candidates the search would choose among.
         prior, ids = jax.lax.top_k(episode_lib.mask_logits(state.logits, allowed), num_actions)
@@ -68,10 +70,11 @@ class TreeSearch:
       live = ~state.done
       last_value = jnp.where(live, value, last_value)
       state = episode_lib.step(params, config, state, token.astype(jnp.int32), eos_id)
-      return (state, last_value), None
+      # The forward that plays the pick, billed to live rows only (as every decoder bills).
+      return (state, last_value, spent + live, scored), None
 
-    (state, last_value), _ = jax.lax.scan(
-        body, (state, jnp.zeros((batch,), jnp.float32)),
+    zero = jnp.zeros((batch,), jnp.int32)
+    (state, last_value, spent, scored), _ = jax.lax.scan(
+        body, (state, jnp.zeros((batch,), jnp.float32), zero, zero),
         jax.random.split(rng, max_new_tokens))
-    return Decoded(state.completion, state.num_generated, last_value,
-                   state.num_generated * self.forward_tokens_per_token)
+    return Decoded(state.completion, state.num_generated, last_value, spent, scored)

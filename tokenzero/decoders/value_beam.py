@@ -33,7 +33,8 @@ class ValueBeam:
   children go through the network in one call, and the C children with the highest value head
   keep running. A child that ends (EOS or the budget) is scored by the value of the state it
   was chosen in (the value head is trained on decision states only); the best finished child
-  by that score is the answer."""
+  by that score is the answer. Costs G forward tokens per running beam per step: C*G once the
+  C beams are all running."""
   width: int
   expand: int
 
@@ -86,12 +87,13 @@ class ValueBeam:
       episode = episode_lib.append(
           take_rows(episode, rows), take(token.reshape(-1, expand)), take(out.logits),
           take(out.value), jnp.moveaxis(kv(k), 1, 0), jnp.moveaxis(kv(v), 1, 0), eos_id)
-      live = jnp.any(beams.running_ok, axis=1)
       running = jnp.take_along_axis(seqs, child[..., None], 1)
-      spent = beams.forward_tokens + jnp.where(live, width * expand, 0)
+      # All C*G children of every prompt went through the network; those of a slot that holds
+      # no beam (the first step's copies, a prompt with fewer than C running) bill no one.
+      spent = beams.forward_tokens + beams.running_ok.sum(1) * expand
       return _ValueBeams(episode, running, jnp.isfinite(running_score), finished, finished_len,
                          finished_score, spent), None
 
     beams, _ = jax.lax.scan(body, beams, jnp.arange(budget))
     return Decoded(beams.finished[:, 0], beams.finished_len[:, 0], beams.finished_score[:, 0],
-                   beams.forward_tokens)
+                   beams.forward_tokens, jnp.zeros((batch,), jnp.int32))
