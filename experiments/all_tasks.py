@@ -6,8 +6,8 @@ reward on the held-out prompts before (iteration 0) and after. Then sweep decodi
 budgets on a weak network (the checkpoint at `--weak-iteration`) and on the trained one.
 
 Writes under `--out`: `<task>/run/` (the training run), `<task>/training.json`,
-`<task>/{weak,trained}.{json,png}` and `results.md`. Finished stages are kept, so an
-interrupted invocation picks up where it stopped.
+`<task>/{weak,trained}.{json,png}` and `results.md` (nothing else: this is the only script
+writing there). Finished stages are kept, so an interrupted invocation picks up where it stopped.
 
   python experiments/all_tasks.py --tasks sort,reverse --minutes 8
 """
@@ -26,7 +26,8 @@ from tokenzero import methods
 from tokenzero.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
-METHODS = "greedy,sample,best_of_n,beam,mcts,mcts_puct"
+# Verifier-free first (the network alone), then the methods that call the task's reward.
+METHODS = "greedy,sample,majority,beam,best_of_n_value,mcts_value,best_of_n,mcts,mcts_puct"
 
 
 def task_config(task: str, overrides: list[str]) -> config_lib.RunConfig:
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
   parser.add_argument("--weak-iteration", type=int, default=10)
   parser.add_argument("--methods", default=METHODS, type=methods.parse_methods)
   parser.add_argument("--budgets", default="1,4,16,64", type=methods.parse_budgets)
-  parser.add_argument("--num-prompts", type=int, default=128)
+  parser.add_argument("--num-prompts", type=int, default=256)
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   parser.add_argument("--out", type=Path, default=HERE / "results")
   parser.add_argument("--skip-sweeps", action="store_true")
