@@ -105,12 +105,62 @@ def main(argv=None) -> int:
   return 0
 
 
+def _cell(rows, method, budget):
+  return next((r for r in rows if r.method == method and r.budget == budget), None)
+
+
+def at_least(a, b) -> str:
+  """'a ≥ b' within one standard error of the difference (the two SEs combined as if
+  independent, which overstates it: both ran on the same prompts)."""
+  if a is None or b is None:
+    return "–"
+  diff = a.mean_reward - b.mean_reward
+  se = (a.stderr ** 2 + b.stderr ** 2) ** 0.5
+  verdict = "yes" if diff >= -se else "**no**"
+  return f"{verdict} ({diff:+.3f} ± {se:.3f})"
+
+
+def monotone(rows, method) -> str:
+  """Each budget's reward ≥ the previous budget's within one standard error."""
+  cells = sorted((r for r in rows if r.method == method), key=lambda r: r.budget)
+  drops = [f"{a.budget}→{b.budget}" for a, b in zip(cells, cells[1:])
+           if b.mean_reward < a.mean_reward - (a.stderr ** 2 + b.stderr ** 2) ** 0.5]
+  return "–" if len(cells) < 2 else ("yes" if not drops else "**no** (" + ", ".join(drops) + ")")
+
+
+# (column, verdict) over one sweep: the claims the results pages make, computed, not typed.
+CHECKS = [
+    ("mcts b=4 ≥ greedy", lambda rows: at_least(_cell(rows, "mcts", 4), _cell(rows, "greedy", 1))),
+    ("mcts_value b=4 ≥ greedy",
+     lambda rows: at_least(_cell(rows, "mcts_value", 4), _cell(rows, "greedy", 1))),
+    ("mcts monotone", lambda rows: monotone(rows, "mcts")),
+    ("mcts_value monotone", lambda rows: monotone(rows, "mcts_value")),
+] + [(f"mcts ≥ best_of_n b={b}",
+      lambda rows, b=b: at_least(_cell(rows, "mcts", b), _cell(rows, "best_of_n", b)))
+     for b in (4, 16, 64)] + [
+    (f"mcts_value ≥ best_of_n_value b={b}",
+     lambda rows, b=b: at_least(_cell(rows, "mcts_value", b), _cell(rows, "best_of_n_value", b)))
+    for b in (4, 16, 64)] + [
+    (f"mcts_value ≥ beam b={b}",
+     lambda rows, b=b: at_least(_cell(rows, "mcts_value", b), _cell(rows, "beam", b)))
+    for b in (4, 16, 64)]
+
+
 def write_report(out: Path) -> None:
   """results.md from whatever stages exist under `out`."""
   lines = ["# Results: every task from zero, then search vs baselines\n",
-           "Produced by `python experiments/all_tasks.py` (see its docstring).\n",
+           "Produced by `python experiments/all_tasks.py` (see its docstring). Rewards are means "
+           "over held-out prompts ± a standard error clustered by prompt; costs are measured per "
+           "answer: forward tokens the decoder ran, completions handed to the reward (the task's "
+           "exact verifier), wall-clock. *verifier = yes* marks methods that call the reward "
+           "while decoding (best-of-n by reward, search with the reward in the tree).\n",
            "| task | iterations | train minutes | greedy success before | after | "
            "greedy reward before | after |", "|---|---|---|---|---|---|---|"]
+  checks = ["\n## Checks, computed from the sweeps\n",
+            "A verdict is *yes* when the first is at least the second within one standard error "
+            "of the difference (diff ± SE).\n",
+            "| task | network | " + " | ".join(name for name, _ in CHECKS) + " |",
+            "|---|---|" + "---|" * len(CHECKS)]
   sections = []
   for task_dir in sorted(p for p in out.iterdir() if (p / "training.json").exists()):
     t = json.loads((task_dir / "training.json").read_text())
@@ -120,10 +170,13 @@ def write_report(out: Path) -> None:
     for stage in ("weak", "trained"):
       if (task_dir / f"{stage}.json").exists():
         rows, meta = report.load_json(task_dir / f"{stage}.json")
+        checks.append(f"| {t['task']} | {stage} | "
+                      + " | ".join(check(rows) for _, check in CHECKS) + " |")
         sections += [f"\n## {t['task']}, {stage} network (iteration {meta.get('iteration')})\n",
                      f"![{t['task']} {stage}]({task_dir.name}/{stage}.png)\n",
-                     report.markdown_table(rows)]
-  (out / "results.md").write_text("\n".join(lines + sections) + "\n")
+                     report.markdown_table(rows), "\nMeasured costs:\n",
+                     report.markdown_costs(rows)]
+  (out / "results.md").write_text("\n".join(lines + checks + sections) + "\n")
 
 
 if __name__ == "__main__":

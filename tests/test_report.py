@@ -62,3 +62,18 @@ def test_markdown_table_groups_verifier_methods_and_shows_forward_tokens():
   assert lines[2] == "| greedy | no | 0.250 ± 0.010 (3 fwd) |  |  |"
   assert lines[3] == "| beam | no |  | 0.500 ± 0.010 (6 fwd) | 0.750 ± 0.010 (10 fwd) |"
   assert lines[4] == "| best_of_n | yes |  |  | 0.750 ± 0.010 (10 fwd) |"
+
+
+def test_markdown_costs_has_a_line_per_row_with_every_measured_cost():
+  rows = make_rows()
+  verifier = report.Row(**dict(vars(rows[2]), method="best_of_n", uses_verifier=True,
+                               reward_calls_per_answer=4.0))
+  lines = report.markdown_costs([verifier] + rows).splitlines()
+  assert len(lines) == 2 + len(rows) + 1
+  assert lines[-1].startswith("| best_of_n | yes | 4 | 0.750 ± 0.010 |")
+  assert "| 4.0 |" in lines[-1]  # its reward calls
+  greedy = rows[0]
+  assert lines[2] == (f"| greedy | no | 1 | 0.250 ± 0.010 | {greedy.success_rate:.3f} ± "
+                      f"{greedy.success_stderr:.3f} | 3.0 | {greedy.reward_calls_per_answer:.1f} | "
+                      f"{1000 * greedy.wall_s_per_answer:.2f} | {greedy.num_prompts} "
+                      f"({greedy.distinct_prompts}) |")

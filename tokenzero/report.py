@@ -2,7 +2,7 @@
 
 `save_json` / `load_json` write and read `{"schema", "meta", "rows"}` (`tokenzero.eval/2`; files
 in `/1` still load, see `load_json`); `markdown_table` puts methods down, verifier-free ones
-first, and budgets across. The pictures are `plots.reward_vs_compute`.
+first, and budgets across; `markdown_costs` is one line per row with every measured cost. The pictures are `plots.reward_vs_compute`.
 """
 
 from __future__ import annotations
@@ -100,4 +100,18 @@ def markdown_table(rows: Sequence[Row]) -> str:
                        f"fwd)" for r in rows if r.method == method}
     lines.append(f"| {method} | {'yes' if uses_verifier[method] else 'no'} | "
                  + " | ".join(cells.get(b, "") for b in budgets) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def markdown_costs(rows: Sequence[Row]) -> str:
+  """One line per (method, budget), verifier-free methods first: reward and success with their
+  standard errors, and every measured cost per answer (forward tokens, reward calls, wall-clock)."""
+  lines = ["| method | verifier | b | reward | success | fwd tokens / answer | reward calls / answer "
+           "| ms / answer | prompts (distinct) |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in sorted(rows, key=lambda r: r.uses_verifier):  # stable: sweep order kept
+    lines.append(
+        f"| {r.method} | {'yes' if r.uses_verifier else 'no'} | {r.budget} | "
+        f"{r.mean_reward:.3f} ± {r.stderr:.3f} | {r.success_rate:.3f} ± {r.success_stderr:.3f} | "
+        f"{r.forward_tokens_per_answer:.1f} | {r.reward_calls_per_answer:.1f} | "
+        f"{1000 * r.wall_s_per_answer:.2f} | {r.num_prompts} ({r.distinct_prompts}) |")
   return "\n".join(lines) + "\n"
