@@ -26,8 +26,6 @@ from tokenzero import methods
 from tokenzero.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
-# Verifier-free first (the network alone), then the methods that call the task's reward.
-METHODS = "greedy,sample,majority,beam,best_of_n_value,mcts_value,best_of_n,mcts,mcts_puct"
 
 
 def task_config(task: str, overrides: list[str]) -> config_lib.RunConfig:
@@ -84,7 +82,8 @@ def main(argv=None) -> int:
   parser.add_argument("--minutes", type=float, default=8.0, help="training budget per task")
   parser.add_argument("--iterations", type=int, default=300, help="schedule length")
   parser.add_argument("--weak-iteration", type=int, default=10)
-  parser.add_argument("--methods", default=METHODS, type=methods.parse_methods)
+  parser.add_argument("--methods", default=",".join(methods.SWEEP_METHODS),
+                      type=methods.parse_methods)
   parser.add_argument("--budgets", default="1,4,16,64", type=methods.parse_budgets)
   parser.add_argument("--num-prompts", type=int, default=256)
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

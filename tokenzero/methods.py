@@ -13,6 +13,10 @@ BUDGETED_METHODS = ("best_of_n", "best_of_n_value", "majority", "beam", "beam_va
 # They call the reward (a verifier) while decoding: best-of-n ranks by it, search scores the
 # answers its tree finishes with it. The others see the network alone.
 VERIFIER_METHODS = ("best_of_n", "mcts", "mcts_puct")
+# What `tokenzero eval` and experiments/all_tasks.py sweep by default: the verifier-free methods
+# (the network alone), then those that call the task's reward.
+SWEEP_METHODS = ("greedy", "sample", "majority", "beam", "best_of_n_value", "mcts_value",
+                 "best_of_n", "mcts", "mcts_puct")
 METHODS = FIXED_COST_METHODS + BUDGETED_METHODS
 
 

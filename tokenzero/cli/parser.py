@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from tokenzero.cli import commands
-from tokenzero.methods import METHODS
+from tokenzero.methods import METHODS, SWEEP_METHODS
 
 
 _SEARCH_NOISE_HELP = ("mcts*: keep self-play's root noise (Gumbel, or PUCT's Dirichlet); off, "
@@ -64,11 +64,13 @@ def add_check_reward(sub) -> None:
 
 def add_eval(sub) -> None:
   p = sub.add_parser("eval", help="matched-compute sweep of decoding methods over budgets",
-                     description="Runs each method at each budget (forward tokens per generated "
-                     "token) on a run's held-out prompts; writes JSON and a reward-vs-budget "
-                     f"plot. Methods: {', '.join(METHODS)}.")
+                     description="Runs each method at each budget b (best-of-b, beam width b, "
+                     "search with b-1 simulations per token) on a run's held-out prompts and "
+                     "measures what each spends: forward tokens, reward (verifier) calls and "
+                     "wall-clock per answer; writes JSON and a plot of reward vs forward tokens "
+                     f"and vs wall-clock. Methods: {', '.join(METHODS)}.")
   p.add_argument("run_dir", metavar="RUN_DIR")
-  p.add_argument("--methods", default="greedy,sample,top_p,best_of_n,beam,majority,mcts,mcts_puct")
+  p.add_argument("--methods", default=",".join(SWEEP_METHODS))
   p.add_argument("--budgets", default="1,4,16,64")
   p.add_argument("--num-prompts", type=int, help="default: the run's eval.num_prompts")
   p.add_argument("--iteration", type=int, help="checkpoint to load (default: the newest)")
