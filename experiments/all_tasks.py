@@ -132,7 +132,10 @@ CHECKS = [
     ("mcts b=4 ≥ greedy", lambda rows: at_least(_cell(rows, "mcts", 4), _cell(rows, "greedy", 1))),
     ("mcts_value b=4 ≥ greedy",
      lambda rows: at_least(_cell(rows, "mcts_value", 4), _cell(rows, "greedy", 1))),
+    ("mcts_puct b=4 ≥ greedy",
+     lambda rows: at_least(_cell(rows, "mcts_puct", 4), _cell(rows, "greedy", 1))),
     ("mcts monotone", lambda rows: monotone(rows, "mcts")),
+    ("mcts_puct monotone", lambda rows: monotone(rows, "mcts_puct")),
     ("mcts_value monotone", lambda rows: monotone(rows, "mcts_value")),
 ] + [(f"mcts ≥ best_of_n b={b}",
       lambda rows, b=b: at_least(_cell(rows, "mcts", b), _cell(rows, "best_of_n", b)))
