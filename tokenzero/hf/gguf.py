@@ -130,6 +130,12 @@ def _hf_name(name: str) -> str:
   raise HFError(f"GGUF tensor {name} is not part of tokenzero's Llama layout")
 
 
+def _float32(value) -> float:
+  """A float32 metadata value as the decimal it was written from (9.99999974e-06 -> 1e-05):
+  the shortest decimal that rounds to the same float32."""
+  return float(str(np.float32(value)))
+
+
 def _hf_config(file: Path, reader: gguf.GGUFReader) -> dict[str, Any]:
   """The Llama `config.json` dict equivalent to a GGUF file's metadata (no tensor is read)."""
   arch = _field(reader, "general.architecture")
@@ -150,8 +156,8 @@ def _hf_config(file: Path, reader: gguf.GGUFReader) -> dict[str, Any]:
       "hidden_size": d_model,
       "intermediate_size": int(_field(reader, "llama.feed_forward_length")),
       "max_position_embeddings": int(_field(reader, "llama.context_length", 2048)),
-      "rms_norm_eps": float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-6)),
-      "rope_theta": float(_field(reader, "llama.rope.freq_base", 10000.0)),
+      "rms_norm_eps": _float32(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-6)),
+      "rope_theta": _float32(_field(reader, "llama.rope.freq_base", 10000.0)),
       # llama.cpp ties the head by leaving `output.weight` out.
       "tie_word_embeddings": "output.weight" not in names,
       "attention_bias": any(n.endswith(".bias") for n in names), "mlp_bias": False,
