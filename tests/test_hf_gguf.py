@@ -246,3 +246,74 @@ def test_unknown_pre_tokenizer_is_a_clear_error(source_tokenizer, tmp_path, caps
     hf.load_tokenizer(path)
   assert cli.main(["decode", str(path), "--prompt", "hi"]) == 2
   assert "mystery-bpe" in capsys.readouterr().err
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def _decode_json(capsys, *argv):
+  code = cli.main(["decode", *map(str, argv), "--json"])
+  captured = capsys.readouterr()
+  assert code == 0, captured.err
+  return json.loads(captured.out)
+
+
+@pytest.fixture(scope="module")
+def q8_file(source_tokenizer, tmp_path_factory):
+  """A Q8_0 GGUF and transformers' load of it."""
+  tmp = tmp_path_factory.mktemp("cli")
+  path = tmp / "tiny.Q8_0.gguf"
+  write_gguf(path, _llama(source_tokenizer.get_vocab_size(), True), source_tokenizer, "Q8_0")
+  theirs = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp, gguf_file=path.name, dtype=torch.float32).eval()
+  return path, theirs, transformers.AutoTokenizer.from_pretrained(tmp, gguf_file=path.name)
+
+
+def _hf_greedy(theirs, ids, new_tokens):
+  with torch.no_grad():
+    out = theirs.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new_tokens,
+                          eos_token_id=2, pad_token_id=0,
+                          attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+  out = out[0, len(ids):].tolist()
+  return out[:out.index(2) + 1] if 2 in out else out
+
+
+def test_decode_gguf_greedy_and_chat_match_transformers(q8_file, capsys):
+  path, theirs, hf_tok = q8_file
+  out = _decode_json(capsys, path, "--prompt", "the fox jumps 12 times", "--max-new-tokens", 8)
+  assert out["prompt_token_ids"] == hf_tok("the fox jumps 12 times")["input_ids"]
+  assert out["token_ids"] == _hf_greedy(theirs, out["prompt_token_ids"], 8)
+  chat = _decode_json(capsys, path, "--prompt", "add 12 and 30", "--chat",
+                      "--max-new-tokens", 8)
+  expected = hf_tok.apply_chat_template([{"role": "user", "content": "add 12 and 30"}],
+                                        add_generation_prompt=True, tokenize=True)
+  expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(
+      expected, "keys") else expected
+  assert chat["prompt_token_ids"] == list(expected)
+  assert chat["token_ids"] == _hf_greedy(theirs, chat["prompt_token_ids"], 8)
+
+
+def test_sft_and_train_init_from_gguf(q8_file, tmp_path, capsys):
+  path = q8_file[0]
+  demos = tmp_path / "demos.jsonl"
+  demos.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in [
+      ("the fox", " jumps 12 times"), ("Hello", ", world!")]))
+  out = tmp_path / "sft"
+  assert cli.main(["sft", str(path), "--data", str(demos), "--out", str(out), "--steps", "2",
+                   "--batch-size", "2", "--no-progress"]) == 0
+  # The exported HF directory carries the GGUF's tokenizer and chat template.
+  exported, original = hf.load_tokenizer(out), hf.load_tokenizer(path)
+  assert [exported.encode(t) for t in TEXTS] == [original.encode(t) for t in TEXTS]
+  assert exported.chat_prompt("hi") == original.chat_prompt("hi")
+  assert hf.load(out)[0] == hf.load(path)[0]
+  prompts, reward = tmp_path / "prompts.txt", tmp_path / "reward.py"
+  prompts.write_text("the fox\nHello\n12 and 30\nthe dog\n")
+  reward.write_text("def score(prompt, completion):\n  return float('1' in completion)\n")
+  run = tmp_path / "run"
+  capsys.readouterr()
+  assert cli.main([
+      "train", "--init-from", str(path), "--prompts", str(prompts), "--reward",
+      f"{reward}:score", "--out", str(run), "--iterations", "1", "--no-progress",
+      "selfplay.batch_size=4", "search.num_simulations=2", "eval.num_prompts=2",
+      "task.max_new_tokens=4", "optim.steps_per_iteration=1", "optim.warmup_steps=0"]) == 0, (
+          capsys.readouterr().err)
+  assert json.loads((run / "config.json").read_text())["init_from"] == str(path.resolve())
