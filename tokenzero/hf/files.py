@@ -26,8 +26,8 @@ from safetensors.numpy import save_file
 from tokenzero.config import ModelConfig
 from tokenzero.hf.configs import HFError, config_from_hf, family_of, hf_config_from
 from tokenzero.hf import gguf
-from tokenzero.hf.params import DTYPES, hf_state_dict, params_from_hf
 from tokenzero.hf import tokenizer as tokenizer_lib
+from tokenzero.hf.params import DTYPES, hf_state_dict, params_from_hf
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 _WEIGHTS_FILE = "model.safetensors"
