@@ -62,12 +62,12 @@ def _from_pretrained(config: RunConfig) -> RunConfig:
   """`init_from`: the model section comes from the checkpoint's config.json (only model.dtype
   stays the user's), and the prompts task's tokenizer is the checkpoint's."""
   path = config.init_from
-  if not hf.is_hf_dir(path):
+  if not hf.is_model(path):
     raise ConfigError(f"init_from={path!r} is not an HF model directory (config.json of a "
-                      f"{', '.join(hf.ARCHITECTURES)}, safetensors weights, tokenizer.json)")
+                      f"{', '.join(hf.ARCHITECTURES)}, safetensors weights, tokenizer.json) "
+                      "or a Llama GGUF file")
   try:
-    loaded = hf.config_from_hf(hf.read_json(Path(path) / "config.json"),
-                               dtype=config.model.dtype)
+    loaded = hf.config_from_hf(hf.read_config(path), dtype=config.model.dtype)
   except hf.HFError as err:
     raise ConfigError(f"init_from: {err}") from None
   default = ModelConfig()
@@ -137,12 +137,13 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, *, dtype: str | None = None) -> LoadedModel:
-  """An HF model directory or a training run directory (its newest checkpoint) -> the model.
+  """An HF model directory, a GGUF file or a training run directory (its newest checkpoint) ->
+  the model.
 
   `dtype` changes the compute dtype (None: the directory's own; float32 for an HF model).
   """
   path = Path(path)
-  if hf.is_hf_dir(path):
+  if hf.is_model(path):
     config, params = hf.load(path, dtype=dtype or "float32")
     return LoadedModel("hf", config, params, hf.load_tokenizer(path), None)
   if (path / "checkpoints").is_dir():
@@ -152,4 +153,4 @@ def load_model(path: str | Path, *, dtype: str | None = None) -> LoadedModel:
       config = dataclasses.replace(config, dtype=dtype)
     return LoadedModel("run", config, params, setup.tokenizer, setup)
   raise ConfigError(f"{path} is neither an HF model directory (config.json of a supported "
-                    "architecture) nor a training run directory (checkpoints/)")
+                    "architecture), a GGUF file, nor a training run directory (checkpoints/)")

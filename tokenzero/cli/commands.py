@@ -148,8 +148,16 @@ def cmd_decode(args) -> int:
     raise UsageError("give exactly one of --prompt TEXT and --token-ids 1,2,3")
   [method] = parse_methods(args.method)
   policy = inference.load_policy(args.model, dtype=args.dtype)
+  if args.chat and args.prompt is None:
+    raise UsageError("--chat applies the chat template to --prompt TEXT")
   if args.token_ids is not None:
     prompt_ids = [int(t) for t in args.token_ids.split(",") if t.strip()]
+  elif args.chat:
+    if not hasattr(policy.tokenizer, "chat_prompt"):
+      raise UsageError(f"--chat needs a model with a chat template ({args.model}'s tokenizer is "
+                       f"{policy.tokenizer.describe()})")
+    # The template writes every special token itself, as transformers' apply_chat_template.
+    prompt_ids = policy.tokenizer.encode_continuation(policy.tokenizer.chat_prompt(args.prompt))
   else:
     prompt_ids = inference.encode_prompt(policy, args.prompt)
   reward_fn = None

@@ -38,7 +38,8 @@ def add_train(sub) -> None:
   p.add_argument("--alphabet", help="characters answers may use besides the prompts' own")
   p.add_argument("--tokenizer", metavar="SPEC", help="char:<alphabet> or byte (default: char "
                  "over the prompts' characters plus --alphabet)")
-  p.add_argument("--init-from", metavar="MODEL_DIR", help="start from an HF model directory: "
+  p.add_argument("--init-from", metavar="MODEL_DIR", help="start from an HF model directory "
+                 "or a Llama GGUF file: "
                  "its weights, shape and tokenizer (with --prompts and --reward)")
   p.set_defaults(func=commands.cmd_train, accepts_extras=True)
 
@@ -86,15 +87,18 @@ def add_eval(sub) -> None:
 def add_decode(sub) -> None:
   p = sub.add_parser("decode", help="complete one prompt with a decoding method",
                      description="Decodes one prompt with an HF model directory (config.json + "
-                     "safetensors + tokenizer.json) or a training run's newest checkpoint. "
+                     "safetensors + tokenizer.json), a Llama GGUF file, or a training run's "
+                     "newest checkpoint. "
                      f"Methods: {', '.join(METHODS)}. best_of_n, mcts and mcts_puct call a "
                      "reward: a run's own, or --reward (an HF model has none).")
-  p.add_argument("model", metavar="MODEL_DIR|RUN_DIR")
+  p.add_argument("model", metavar="MODEL_DIR|FILE.gguf|RUN_DIR")
   p.add_argument("--method", default="greedy")
   p.add_argument("--budget", type=int, help="forward tokens per generated token (beam width, "
                  "samples, simulations + 1); default 1 for greedy/samplers, else 4")
   p.add_argument("--prompt", metavar="TEXT", help="prompt text, encoded by the model's tokenizer")
   p.add_argument("--token-ids", metavar="1,2,3", help="prompt as token ids")
+  p.add_argument("--chat", action="store_true", help="wrap --prompt as a user message in the "
+                 "model's chat template (tokenizer_config.json's or the GGUF's)")
   p.add_argument("--max-new-tokens", type=int, help="answer budget (default: the run's, or "
                  "32 for an HF model)")
   p.add_argument("--reward", metavar="FILE.py:FUNCTION", help="reward for best_of_n, mcts "

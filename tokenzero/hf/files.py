@@ -25,8 +25,9 @@ from safetensors.numpy import save_file
 
 from tokenzero.config import ModelConfig
 from tokenzero.hf.configs import HFError, config_from_hf, family_of, hf_config_from
+from tokenzero.hf import gguf
+from tokenzero.hf import tokenizer as tokenizer_lib
 from tokenzero.hf.params import DTYPES, hf_state_dict, params_from_hf
-from tokenzero.hf.tokenizer import load_tokenizer
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 _WEIGHTS_FILE = "model.safetensors"
@@ -84,6 +85,11 @@ def load(model_dir, *, dtype: str = "float32", param_dtype: str = "float32"):
     if value not in DTYPES:
       raise HFError(f"{name} must be one of {', '.join(DTYPES)}, got {value!r}")
   config_path = model_dir / "config.json"
+  if not config_path.exists() and gguf.is_gguf(model_dir):
+    loaded = gguf.load_gguf(model_dir)
+    config = config_from_hf(loaded.hf_config, dtype=dtype)
+    return config, params_from_hf(loaded.tensors, config, loaded.hf_config,
+                                  param_dtype=param_dtype)
   if not config_path.exists():
     raise HFError(f"{model_dir} is not an HF model directory: no config.json")
   hf_config = read_json(config_path)
@@ -92,6 +98,25 @@ def load(model_dir, *, dtype: str = "float32", param_dtype: str = "float32"):
   if (model_dir / VALUE_HEAD_FILE).exists():
     tensors.update(read_safetensors([model_dir / VALUE_HEAD_FILE]))
   return config, params_from_hf(tensors, config, hf_config, param_dtype=param_dtype)
+
+
+def load_tokenizer(path) -> tokenizer_lib.HFTokenizer:
+  """The tokenizer of an HF model directory (`tokenizer.json`) or of a GGUF file."""
+  if not (Path(path) / "tokenizer.json").exists() and gguf.is_gguf(path):
+    return gguf.load_gguf_tokenizer(path)
+  return tokenizer_lib.load_tokenizer(path)
+
+
+def read_config(path) -> dict[str, Any]:
+  """The `config.json` dict of an HF model directory, or its equivalent from a GGUF file."""
+  if not (Path(path) / "config.json").exists() and gguf.is_gguf(path):
+    return gguf.read_gguf_config(path)
+  return read_json(Path(path) / "config.json")
+
+
+def is_model(path) -> bool:
+  """An HF model directory or a GGUF file (or a directory holding one)?"""
+  return is_hf_dir(path) or gguf.is_gguf(path)
 
 
 def is_hf_dir(path) -> bool:
@@ -109,9 +134,9 @@ def is_hf_dir(path) -> bool:
 def export(params, config: ModelConfig, out_dir, tokenizer_dir=None, *,
            dtype: str = "float32") -> Path:
   """Writes an HF model directory `transformers` loads: config.json, model.safetensors, and
-  `value_head.safetensors` (kernel [M, 1], bias [1]) beside them. With `tokenizer_dir`, its
-  tokenizer files are copied and its special-token ids written into config.json. Returns
-  `out_dir`."""
+  `value_head.safetensors` (kernel [M, 1], bias [1]) beside them. With `tokenizer_dir` (an HF
+  directory or a GGUF file), its tokenizer files are copied (or, from a GGUF, written) and its
+  special-token ids written into config.json. Returns `out_dir`."""
   if dtype not in DTYPES:
     raise HFError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
   out_dir = Path(out_dir)
@@ -119,10 +144,12 @@ def export(params, config: ModelConfig, out_dir, tokenizer_dir=None, *,
   special = {}
   if tokenizer_dir is not None:
     tokenizer_dir = Path(tokenizer_dir)
-    for name in TOKENIZER_FILES:
-      if (tokenizer_dir / name).exists():
-        shutil.copyfile(tokenizer_dir / name, out_dir / name)
     tokenizer = load_tokenizer(tokenizer_dir)
+    if gguf.is_gguf(tokenizer_dir) and not (tokenizer_dir / "tokenizer.json").exists():
+      gguf.tokenizer_files(tokenizer, out_dir)
+    for name in TOKENIZER_FILES:
+      if tokenizer_dir.is_dir() and (tokenizer_dir / name).exists():
+        shutil.copyfile(tokenizer_dir / name, out_dir / name)
     special = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
                "pad_token_id": tokenizer.pad_token_id}
   hf_config = hf_config_from(config, dtype=dtype, special_ids=special)

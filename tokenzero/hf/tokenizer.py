@@ -23,7 +23,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import jinja2.ext
 import tokenizers
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tokenzero.errors import HFTokenizerError
 
@@ -39,6 +42,7 @@ class HFTokenizer:
   bos_id: int | None
   pad_token_id: int | None  # the checkpoint's own PAD (None: it has none; pad_id is EOS)
   sep_id: int | None = None
+  chat_template: str | None = None  # Jinja, as transformers' `apply_chat_template` reads it
 
   @property
   def vocab_size(self) -> int:
@@ -66,6 +70,24 @@ class HFTokenizer:
 
   def describe(self) -> str:
     return f"hf:{self.name}"
+
+  def chat_prompt(self, text: str) -> str:
+    """`text` as one user message in the checkpoint's chat template, ready for the assistant's
+    reply (transformers' `apply_chat_template(..., add_generation_prompt=True)`)."""
+    if not self.chat_template:
+      raise HFTokenizerError(f"{self.name} has no chat template")
+    def token(i):
+      return None if i is None else self.backend.id_to_token(i)
+    try:
+      # Sandboxed, as transformers renders it: a template is data from the checkpoint.
+      template = ImmutableSandboxedEnvironment(
+          trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]).from_string(
+          self.chat_template)
+      return template.render(messages=[{"role": "user", "content": text}],
+                             add_generation_prompt=True, bos_token=token(self.bos_id),
+                             eos_token=token(self.eos_id))
+    except TemplateError as err:
+      raise HFTokenizerError(f"{self.name}: chat template failed: {err}") from err
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -137,7 +159,9 @@ def load_tokenizer(tokenizer_dir) -> HFTokenizer:
       eos_id=eos_id,
       eos_ids=tuple(eos_ids),
       bos_id=bos_id,
-      pad_token_id=pad_token_id)
+      pad_token_id=pad_token_id,
+      chat_template=tok_config.get("chat_template") if isinstance(
+          tok_config.get("chat_template"), str) else None)
 
 
 load = load_tokenizer  # `hf.tokenizer.load(dir)`, as `hf.load(dir)` loads the model
