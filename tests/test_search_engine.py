@@ -28,8 +28,8 @@ def _allowed(task):
 
 
 def _search(module, params, config, task, batch, search_config, reward_fn, key, prefix):
-  """One search per key: `key` [] or [seeds] (then every output gains a leading seed axis, and
-  the seeds share one compilation)."""
+  """One search per key: `key` [] or [seeds] (then every output gains a leading seed axis; the
+  seeds share one compilation, and each runs alone so that its floats are a lone search's)."""
   eos = task.tokenizer.eos_id
 
   def f(params, tokens, lengths, key):
@@ -39,9 +39,11 @@ def _search(module, params, config, task, batch, search_config, reward_fn, key, 
     return module.run_search(params, config, search_config, state, key, reward_fn=reward_fn,
                              allowed=_allowed(task), eos_id=eos)
 
-  if key.ndim:
-    f = jax.vmap(f, in_axes=(None, None, None, 0))
-  return jax.jit(f)(params, batch.tokens, batch.lengths, key)
+  f = jax.jit(f)
+  if not key.ndim:
+    return f(params, batch.tokens, batch.lengths, key)
+  outs = [f(params, batch.tokens, batch.lengths, one) for one in key]
+  return jax.tree.map(lambda *xs: np.stack(xs), *outs)
 
 
 # Prefixes: from the start; two tokens in (row 0 has ended with EOS, so its root is terminal);
