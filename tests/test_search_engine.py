@@ -130,3 +130,20 @@ def test_no_forward_below_a_terminal(tiny_params, tiny_config, sort_task, batch,
   # first), which ends that simulation's reselection.
   np.testing.assert_array_equal(tree.children_visits[:, 0].sum(-1),
                                 search_config.num_simulations * (reselect + 1) - reselect * nodes)
+
+
+def test_a_full_arena_ends_the_rows_search(tiny_params, tiny_config, sort_task, batch):
+  """`search.max_nodes` below num_simulations + 1: a row stops expanding when its arena is full
+  (no forward billed after that), and the root's statistics stay a valid search policy."""
+  search_config = SearchConfig(num_simulations=12, top_k=4, max_nodes=5)
+  out = _search(search_lib, tiny_params, tiny_config, sort_task, batch, search_config,
+                sort_task.jax_reward(), jax.random.key(6), ())
+  tree = jax.tree.map(np.asarray, out.tree)
+  assert tree.node_visits.shape[1] == 5
+  np.testing.assert_array_equal(out.forward_tokens, 4)
+  assert np.all(tree.node_visits > 0)  # every node allocated, none written out of range
+  np.testing.assert_allclose(np.asarray(out.action_weights).sum(-1), 1.0, atol=1e-5)
+  # Root visits: the 4 expansions plus any returns to a known terminal child before the arena
+  # filled; none after.
+  root_visits = tree.children_visits[:, 0].sum(-1)
+  assert np.all((root_visits >= 4) & (root_visits < search_config.num_simulations))
