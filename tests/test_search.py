@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tokenzero import episode as episode_lib, model as model_lib, prompts, search as search_lib
+from tokenzero import tree_nodes
 from tokenzero.config import SearchConfig
 from tokenzero.tokenizer import answer_mask
 
@@ -121,10 +122,9 @@ def test_tree_is_sized_by_candidates_not_vocab(tiny_params, tiny_config, sort_ta
   assert tree.children_prior_logits.shape == (B, 7, 4)
   for leaf in jax.tree.leaves(tree):
     assert vocab not in leaf.shape[2:], leaf.shape
-  node = tree.embeddings
-  depth = 4
-  assert node.path_k.shape == (B, 7, depth, tiny_config.num_layers, tiny_config.kv_heads,
-                               tiny_config.dim_per_head)
+  # One token of KV per node, whatever the depth.
+  assert tree.embeddings.k.shape == (B, 7, tiny_config.num_layers, tiny_config.kv_heads,
+                                     tiny_config.dim_per_head)
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 2])
@@ -150,7 +150,7 @@ def test_value_only_search_ends_answers_with_the_deciding_value(
 def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
     tiny_params, tiny_config, sort_task, batch, monkeypatch, algorithm):
   """The reported counts equal what is observed apart from them: the forwards counted on the
-  host as they run, and the completions scored read off the finished tree."""
+  host as they run, and the nodes and completions read off the finished tree."""
   eos = sort_task.tokenizer.eos_id
   evaluations = []
   real_extend = model_lib.extend
@@ -160,11 +160,10 @@ def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
     jax.debug.callback(lambda: evaluations.append(1))  # once per batched forward that runs
     return out
 
-  monkeypatch.setattr(search_lib, "model_lib",
+  monkeypatch.setattr(tree_nodes, "model_lib",
                       types.SimpleNamespace(**dict(vars(model_lib), extend=counted_extend)))
   # Two tokens of the answer already played: row 0 has ended (EOS), the others search the last
-  # two. The depth limit of 2 makes the search re-expand nodes at the cut-off, which calls the
-  # reward again.
+  # two. With the depth limit of 2, every node at depth 2 ends the answer.
   search_config = SearchConfig(algorithm=algorithm, num_simulations=24, top_k=4, max_depth=2)
 
   @jax.jit
@@ -181,22 +180,24 @@ def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
   out, done = f(tiny_params, batch.tokens, batch.lengths, jax.random.key(3))
   jax.effects_barrier()
   np.testing.assert_array_equal(done, [True, False, False, False])
-  assert len(evaluations) == search_config.num_simulations
-  np.testing.assert_array_equal(out.forward_tokens, np.where(done, 0, len(evaluations)))
-
-  # A node below the root is scored each time it is expanded if its token ends the answer and
-  # nothing above it did: at depth 1 (created once) when it is EOS, at depth 2 (the cut-off,
-  # expanded once per visit) when its parent is not EOS, since the answer budget ends there.
+  # A row is billed one forward per node it added to the tree; a batched forward runs only in
+  # simulations where some row adds one, so never more often than the simulations, and at least
+  # as often as the busiest row.
   tree = jax.tree.map(np.asarray, out.tree)
   node = tree.embeddings
   exists = tree.node_visits > 0
-  first = node.path_tokens[:, :, 0]
+  created = exists.sum(axis=1) - 1
+  np.testing.assert_array_equal(created[done], 0)
+  np.testing.assert_array_equal(out.forward_tokens, created)
+  assert created.max() <= len(evaluations) <= search_config.num_simulations
+  # Each new node that ends the answer was scored once: at depth 1 when it is EOS, at depth 2
+  # (the budget's end) always, since nothing is ever created below an EOS node.
+  first = np.take_along_axis(node.token, node.path[:, :, 0], 1)
   at_depth = lambda d: exists & (node.depth == d)
-  scored = (np.sum(at_depth(1) & (first == eos), axis=1)
-            + np.sum(np.where(at_depth(2) & (first != eos), tree.node_visits, 0), axis=1))
-  scored = np.where(done, 0, scored)
+  assert not np.any(at_depth(2) & (first == eos))
+  scored = np.sum(at_depth(1) & (first == eos), axis=1) + np.sum(at_depth(2), axis=1)
   np.testing.assert_array_equal(out.reward_calls, scored)
-  # The case is not trivial: nodes at the cut-off were expanded again, and some ran below an EOS
-  # (billed as forwards, never scored).
+  # The case is not trivial: simulations came back to known terminal nodes (visits > 1) and the
+  # row backed up their values without a forward.
   assert np.any(at_depth(2) & (tree.node_visits > 1))
-  assert np.any(at_depth(2) & (first == eos))
+  assert np.any(at_depth(1) & (first == eos))

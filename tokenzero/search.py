@@ -1,28 +1,29 @@
-"""Batched tree search over the token tree with mctx. The only module that touches mctx.
+"""Batched tree search over the token tree: our own jitted loop on mctx's public pieces. The
+only module that touches mctx.
 
-An action appends a token. The actions of a node are slots over its top-K candidate tokens; the
-candidate ids travel in the node's embedding, so no mctx array is sized by the vocabulary.
+An action appends a token. The actions of a node are slots over its top-K candidate tokens, so
+no array of the tree is sized by the vocabulary. The tree is an `mctx.Tree` (batch first,
+`[B, N, ...]`) in an arena of `search.max_nodes` nodes, allocated in order; its embeddings are
+`tree_nodes.Nodes`, one token of KV per node. Actions are chosen by mctx's public selection
+functions and Q transforms; the loop (select, expand, back up) and the node allocator are ours,
+because mctx's are private and tie a node's index to the simulation's number.
 
-The network is an exact simulator (AlphaZero): a simulation runs ONE token through it. The
-episode's KV cache (prompt + tokens decoded so far) is computed once, outside the tree, and
-reaches `recurrent_fn` through mctx's `params`; a node carries only the KV of the tokens below
-the root, `[D, Y, Hkv, E]` with D = max search depth. Bytes per node decide the speed, since
-mctx gathers and scatters a node's embedding every simulation.
+One simulation selects from the root until it reaches an action no one has taken (a new node:
+one forward for the row), a terminal node or a node at the depth limit. The last two are known:
+their value is backed up without a network call (mctx would run the network there and throw the
+result away, or re-run a node it already has). With `search.terminal_reselect` = R > 0 the row
+then selects again, up to R times, so that a batched forward expands a new node in as many rows
+as possible; `num_simulations` counts forwards. With R = 0 the root's statistics equal
+`mctx.gumbel_muzero_policy`'s and `mctx.muzero_policy`'s (tests/test_search_engine.py).
 
-A node is terminal after EOS or when the answer budget is used: the edge into it carries the
-reward with discount 0, and everything below a terminal node is worth 0. Without a reward
-(value-only search) that edge is worth the network's value of the node it leaves: the state in
-which the final token was chosen, as `ValueBeam` scores a finished beam. A value read after EOS
-would be the value of a state the value head never trains on.
+The search counts what it runs, per row (`SearchOutput.forward_tokens`, `reward_calls`): a live
+row is billed one forward token for each node it expanded; a completion handed to the reward
+(a new node that ends the answer) is one reward call. When no row of the batch has a node to
+expand, the forward is not run at all.
 
-The search counts what it runs, per row (`SearchOutput.forward_tokens`, `reward_calls`): every
-simulation runs the network once for every row, and a row whose root is live is billed for it,
-below a terminal node too (the forward ran, useful or not); each completion the tree hands to the
-reward (a row whose new node is newly terminal) is one reward call. The counts are added up in
-mctx's simulation loop (`_Tally`), one simulation at a time.
+A full arena ends a row's search: later simulations of that row do nothing.
 
-Dimension letters: B batch, K candidates (actions), D max depth, T answer budget, V vocab,
-Y layers, Hkv KV heads, E head width.
+Dimension letters: B batch, N tree nodes, K candidates (actions), D max depth, T answer budget.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from tokenzero import model as model_lib
+from tokenzero import tree_nodes
 from tokenzero.config import ModelConfig, SearchConfig
-from tokenzero.episode import Episode, mask_logits
+from tokenzero.episode import Episode
 from tokenzero.rewards import TokenReward
 
-_INVALID_LOGIT = -1e9  # finite: mctx subtracts maxima and would turn -inf into NaN.
+ROOT = mctx.Tree.ROOT_INDEX
+UNVISITED = mctx.Tree.UNVISITED
 
 
 class SearchOutput(NamedTuple):
@@ -50,69 +52,24 @@ class SearchOutput(NamedTuple):
   valid: jax.Array  # [B, K] bool: slot holds an allowed token
   root_value: jax.Array  # [B] network value at the root
   search_value: jax.Array  # [B] value the search backed up to the root
-  forward_tokens: jax.Array  # [B] int32 network evaluations run for the row (0: root was done)
+  forward_tokens: jax.Array  # [B] int32 nodes the row expanded (0: root was done)
   reward_calls: jax.Array  # [B] int32 completions of the row handed to the reward
   tree: mctx.Tree  # the search tree [B, N, ...], for inspection (dropped under jit if unused)
 
 
-class _Node(NamedTuple):
-  """mctx embedding of a node (mctx adds the leading tree dims)."""
-  path_k: jax.Array | None  # [B, D, Y, Hkv, E] KV of the tokens below the root (None: recompute)
-  path_v: jax.Array | None  # [B, D, Y, Hkv, E]
-  path_tokens: jax.Array  # [B, D] tokens below the root, PAD after `depth`
-  depth: jax.Array  # [B] int32 tokens below the root
-  candidates: jax.Array  # [B, K] token ids of this node's actions
-  terminal: jax.Array  # [B] bool
-  value: jax.Array | None  # [B] network value here (value-only search; None: the reward's)
+class _Selection(NamedTuple):
+  parent: jax.Array  # [B] node whose action is taken (-1 when the root is terminal)
+  action: jax.Array  # [B]
+  leaf: jax.Array  # [B] node reached: UNVISITED when the action is new
+  searching: jax.Array  # [B] bool: still looking for a node to expand
 
 
-class _Context(NamedTuple):
-  """What every simulation reads but never copies: it travels as mctx `params`."""
-  params: object
-  episode: Episode
-  allowed: jax.Array  # [V] bool
-
-
-class _Cost(NamedTuple):
-  """What simulations ran, per row."""
-  forward_tokens: jax.Array  # [B] int32 network evaluations for a live root
-  reward_calls: jax.Array  # [B] int32 completions scored by the reward
-
-
-class _Tally:
-  """Adds up what each simulation ran, per row, inside mctx's simulation loop.
-
-  mctx runs one simulation per iteration of its `loop_fn`, and each simulation calls the
-  recurrent_fn once for every row. A recurrent_fn can only return a node, so `recurrent_fn`
-  leaves the simulation's `_Cost` here and `loop_fn`, tracing the same iteration, moves it
-  into the loop's carry: the count is of the simulations that ran, not a formula.
-  """
-
-  def __init__(self, recurrent_fn, batch: int, scores: bool):
-    self._recurrent_fn = recurrent_fn
-    self._scores = scores  # the tree calls the reward at newly terminal nodes
-    self._pending: list[_Cost] = []
-    self._zero = _Cost(jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32))
-    self.total: _Cost | None = None
-
-  def recurrent_fn(self, context: _Context, rng, action, node: _Node):
-    step, child = self._recurrent_fn(context, rng, action, node)
-    live = ~context.episode.done
-    # A done root's nodes are all terminal, so it never scores; the forward still ran for it
-    # (batched) but bills no one.
-    scored = child.terminal & ~node.terminal & self._scores
-    self._pending.append(_Cost(live.astype(jnp.int32), scored.astype(jnp.int32)))
-    return step, child
-
-  def loop_fn(self, lower, upper, body_fun, init):
-    def body(index, carry):
-      state, total = carry
-      state = body_fun(index, state)
-      cost = self._pending.pop()
-      return state, _Cost(*(a + b for a, b in zip(total, cost)))
-
-    state, self.total = jax.lax.fori_loop(lower, upper, body, (init, self._zero))
-    return state
+class _Loop(NamedTuple):
+  key: jax.Array
+  tree: mctx.Tree
+  num_nodes: jax.Array  # [B] int32 nodes allocated
+  forward_tokens: jax.Array  # [B] int32
+  reward_calls: jax.Array  # [B] int32
 
 
 DEFAULT_TOP_K = 16  # candidates per node when `search.top_k` is 0.
@@ -126,84 +83,152 @@ def search_depth(search_config: SearchConfig, max_new_tokens: int) -> int:
   return min(search_config.max_depth or max_new_tokens, max_new_tokens)
 
 
-def _top_k(logits, allowed, k):
-  """logits [B, V] -> (prior logits [B, K], ids [B, K], valid [B, K])."""
-  values, ids = jax.lax.top_k(mask_logits(logits, allowed), k)
-  valid = jnp.isfinite(values)
-  return jnp.where(valid, values, _INVALID_LOGIT), ids.astype(jnp.int32), valid
+def num_nodes(search_config: SearchConfig) -> int:
+  return search_config.max_nodes or search_config.num_simulations + 1
 
 
-def _with_path(completion, num_generated, path_tokens, depth):
-  """The root's completion with the path's first `depth` tokens appended. -> [B, T]."""
-  steps = jnp.arange(completion.shape[1])[None, :] - num_generated[:, None]
-  in_path = (steps >= 0) & (steps < depth[:, None])
-  from_path = jnp.take_along_axis(path_tokens, jnp.clip(steps, 0, path_tokens.shape[1] - 1), 1)
-  return jnp.where(in_path, from_path, completion)
+def _select_one(key, tree: mctx.Tree, select_fn, max_depth: int):
+  """One row (unbatched tree): from the root down to a new action or a known leaf. The keys
+  split as in mctx's `simulate`, so that selections that use them match it."""
+  def body(state):
+    key, _, _, node, depth, _ = state
+    key, select_key = jax.random.split(key)
+    action = select_fn(select_key, tree, node, depth)
+    child = tree.children_index[node, action]
+    depth = depth + 1
+    known = child != UNVISITED
+    go_on = known & (depth < max_depth) & ~tree.embeddings.terminal[jnp.maximum(child, 0)]
+    return key, node, action, child, depth, go_on
+
+  root_live = ~tree.embeddings.terminal[ROOT]
+  init = (key, jnp.int32(-1), jnp.int32(-1), jnp.int32(ROOT), jnp.int32(0), root_live)
+  _, parent, action, leaf, _, _ = jax.lax.while_loop(lambda s: s[-1], body, init)
+  return parent, action, leaf
 
 
-def _write(buffer, values, index):
-  """buffer[b, index[b]] = values[b] for a [B, D, ...] buffer."""
-  return model_lib.write_slot(buffer, values, index, axis=1)
+def _backward_one(tree: mctx.Tree, leaf, active) -> mctx.Tree:
+  """One row: mctx's backup from `leaf` to the root (the same arithmetic, so the same floats);
+  nothing when not `active`."""
+  def body(state):
+    tree, leaf_value, index = state
+    parent = tree.parents[index]
+    count = tree.node_visits[parent]
+    action = tree.action_from_parent[index]
+    reward = tree.children_rewards[parent, action]
+    leaf_value = reward + tree.children_discounts[parent, action] * leaf_value
+    parent_value = (tree.node_values[parent] * count + leaf_value) / (count + 1.0)
+    tree = tree.replace(
+        node_values=tree.node_values.at[parent].set(parent_value),
+        node_visits=tree.node_visits.at[parent].set(count + 1),
+        children_values=tree.children_values.at[parent, action].set(tree.node_values[index]),
+        children_visits=tree.children_visits.at[parent, action].add(1))
+    return tree, leaf_value, parent
+
+  start = jnp.where(active, leaf, ROOT).astype(jnp.int32)
+  tree, _, _ = jax.lax.while_loop(lambda s: s[2] != ROOT, body,
+                                  (tree, tree.node_values[start], start))
+  return tree
 
 
-def make_recurrent_fn(config: ModelConfig, search_config: SearchConfig,
-                      reward_fn: TokenReward | None, eos_id: int):
-  """mctx recurrent_fn: expand one child per batch row with a single-token forward. Without
-  `reward_fn`, an answer's end is worth the value of the node it was chosen in."""
-  def recurrent_fn(context: _Context, rng, action, node: _Node):
-    del rng  # the network is deterministic.
-    episode = context.episode
-    token = jnp.take_along_axis(node.candidates, action[:, None], axis=1)[:, 0]
-    depth = node.depth
-    position = episode.cache.length + depth
-    if search_config.incremental:
-      path_mask = jnp.arange(node.path_tokens.shape[1])[None, :] < depth[:, None]
-      path = model_lib.KVSource(jnp.moveaxis(node.path_k, 2, 0), jnp.moveaxis(node.path_v, 2, 0),
-                                path_mask)
-      out, (new_k, new_v) = model_lib.extend(
-          context.params, config, token, position, [episode.cache.as_source(), path])
-      path_k = _write(node.path_k, jnp.moveaxis(new_k, 0, 1), depth)
-      path_v = _write(node.path_v, jnp.moveaxis(new_v, 0, 1), depth)
-    else:
-      out = _recompute(context.params, config, episode, node.path_tokens, depth, token)
-      path_k = path_v = None
-    path_tokens = _write(node.path_tokens, token, depth)
-    # Below a terminal node the count runs past the budget; those rewards are never used.
-    completion_len = jnp.minimum(episode.num_generated + depth + 1, episode.max_new_tokens)
-    completion = _with_path(episode.completion, episode.num_generated, path_tokens, depth + 1)
-    ends = (token == eos_id) | (completion_len >= episode.max_new_tokens)
-    newly_terminal = ~node.terminal & ends
-    if reward_fn is None:
-      reward = jnp.where(newly_terminal, node.value, 0.0)
-    else:
-      reward = jnp.where(
-          newly_terminal,
-          reward_fn(episode.prompt, episode.prompt_len, completion, completion_len), 0.0)
-    terminal = node.terminal | ends
-    prior, candidates, _ = _top_k(out.logits, context.allowed, node.candidates.shape[1])
-    step = mctx.RecurrentFnOutput(
-        reward=reward.astype(jnp.float32),
-        discount=jnp.where(terminal, 0.0, 1.0).astype(jnp.float32),
-        prior_logits=prior,
-        value=jnp.where(terminal, 0.0, out.value).astype(jnp.float32))
-    value = None if node.value is None else out.value.astype(jnp.float32)
-    return step, _Node(path_k, path_v, path_tokens, depth + 1, candidates, terminal, value)
-
-  return recurrent_fn
+def _visit_known(tree: mctx.Tree, leaf, active) -> mctx.Tree:
+  """A simulation that ended at a known node (terminal, or at the depth limit) counts a visit
+  there and backs up its stored value: what mctx's re-expansion of it would leave."""
+  rows = jnp.arange(leaf.shape[0])
+  visits = tree.node_visits.at[rows, jnp.where(active, leaf, tree.node_visits.shape[1])].add(
+      1, mode="drop")
+  return jax.vmap(_backward_one)(tree.replace(node_visits=visits), leaf, active)
 
 
-def _recompute(params, config, episode: Episode, path_tokens, depth, token):
-  """Reference simulation: the whole sequence through the full forward, last logits taken."""
-  rows = jnp.arange(token.shape[0])
-  base = episode.cache.length
-  slots = jnp.arange(episode.tokens.shape[1])[None, :] - base[:, None]
-  in_path = (slots >= 0) & (slots < depth[:, None])
-  from_path = jnp.take_along_axis(path_tokens, jnp.clip(slots, 0, path_tokens.shape[1] - 1), 1)
-  tokens = jnp.where(in_path, from_path, episode.tokens)
-  tokens = jnp.where(slots == depth[:, None], token[:, None], tokens)
-  out = model_lib.forward(params, config, tokens)
-  position = base + depth
-  return model_lib.ModelOutput(out.logits[rows, position], out.value[rows, position])
+def _add_child(tree: mctx.Tree, parent, action, child, new: tree_nodes.Expansion, write):
+  """Writes the expanded child into the arena (rows where `write`), as mctx's `expand`."""
+  rows = jnp.arange(parent.shape[0])
+  size = tree.node_visits.shape[1]
+  child = jnp.where(write, child, size)  # out of range: dropped
+  parent_at = jnp.where(write, parent, size)
+  set_node = lambda x, v: x.at[rows, child].set(v.astype(x.dtype), mode="drop")
+  set_edge = lambda x, v: x.at[rows, parent_at, action].set(v.astype(x.dtype), mode="drop")
+  nodes = tree.embeddings
+  nodes = tree_nodes.Nodes(
+      token=set_node(nodes.token, new.token), depth=set_node(nodes.depth, new.depth),
+      terminal=set_node(nodes.terminal, new.terminal),
+      candidates=set_node(nodes.candidates, new.candidates), path=set_node(nodes.path, new.path),
+      k=None if nodes.k is None else set_node(nodes.k, new.k),
+      v=None if nodes.v is None else set_node(nodes.v, new.v))
+  return tree.replace(
+      children_prior_logits=set_node(tree.children_prior_logits, new.prior_logits),
+      raw_values=set_node(tree.raw_values, new.value),
+      node_values=set_node(tree.node_values, new.value),
+      node_visits=set_node(tree.node_visits, jnp.ones_like(parent)),
+      embeddings=nodes,
+      children_index=set_edge(tree.children_index, child),
+      children_rewards=set_edge(tree.children_rewards, new.reward),
+      children_discounts=set_edge(tree.children_discounts, new.discount),
+      parents=set_node(tree.parents, parent),
+      action_from_parent=set_node(tree.action_from_parent, action))
+
+
+def _new_tree(root_prior, root_value, nodes: tree_nodes.Nodes, invalid, extra_data):
+  """An arena of N nodes holding only the root, as mctx's `instantiate_tree_from_root`."""
+  batch, size = nodes.depth.shape
+  num_actions = root_prior.shape[1]
+  node = lambda value, dtype: jnp.full((batch, size), value, dtype)
+  edge = lambda value, dtype: jnp.full((batch, size, num_actions), value, dtype)
+  return mctx.Tree(
+      node_visits=node(0, jnp.int32).at[:, ROOT].set(1),
+      raw_values=node(0, root_value.dtype).at[:, ROOT].set(root_value),
+      node_values=node(0, root_value.dtype).at[:, ROOT].set(root_value),
+      parents=node(mctx.Tree.NO_PARENT, jnp.int32),
+      action_from_parent=node(mctx.Tree.NO_PARENT, jnp.int32),
+      children_index=edge(UNVISITED, jnp.int32),
+      children_prior_logits=edge(0, root_prior.dtype).at[:, ROOT].set(root_prior),
+      children_values=edge(0, root_value.dtype),
+      children_visits=edge(0, jnp.int32),
+      children_rewards=edge(0, root_value.dtype),
+      children_discounts=edge(0, root_value.dtype),
+      embeddings=nodes,
+      root_invalid_actions=invalid,
+      extra_data=extra_data)
+
+
+def _mask_invalid(logits, invalid):
+  """mctx's policies' masking of the root's logits: max subtracted, invalid slots at the
+  dtype's minimum."""
+  logits = logits - jnp.max(logits, axis=-1, keepdims=True)
+  return jnp.where(invalid, jnp.finfo(logits.dtype).min, logits)
+
+
+def _score_considered(considered_visit, gumbel, logits, qvalues, visit_counts):
+  """mctx's sequential-halving score (`seq_halving.score_considered`, private there)."""
+  logits = logits - jnp.max(logits, keepdims=True, axis=-1)
+  penalty = jnp.where(visit_counts == considered_visit, 0, -jnp.inf)
+  return jnp.maximum(-1e9, gumbel + logits + qvalues) + penalty
+
+
+def _masked_argmax(scores, invalid):
+  return jnp.argmax(jnp.where(invalid, -jnp.inf, scores), axis=-1).astype(jnp.int32)
+
+
+def _selection_fns(search_config: SearchConfig, num_selections: int):
+  """(root, interior) selection functions and the qtransform, from mctx's public pieces."""
+  if search_config.algorithm == "gumbel":
+    qtransform = functools.partial(
+        mctx.qtransform_completed_by_mix_value, value_scale=search_config.value_scale,
+        maxvisit_init=search_config.maxvisit_init, rescale_values=search_config.rescale_values)
+    # The halving table is indexed by the root's visits, which count every selection.
+    root_fn = functools.partial(
+        mctx.gumbel_muzero_root_action_selection, num_simulations=num_selections,
+        max_num_considered_actions=search_config.max_num_considered_actions,
+        qtransform=qtransform)
+    interior_fn = functools.partial(mctx.gumbel_muzero_interior_action_selection,
+                                    qtransform=qtransform)
+    return (lambda key, tree, node, depth: root_fn(key, tree, node)), interior_fn, qtransform
+  if search_config.algorithm == "puct":
+    interior_fn = functools.partial(
+        mctx.muzero_action_selection, pb_c_init=search_config.pb_c_init,
+        pb_c_base=search_config.pb_c_base, qtransform=mctx.qtransform_by_parent_and_siblings)
+    return interior_fn, interior_fn, None
+  raise ValueError(f"search.algorithm must be 'gumbel' or 'puct', got "
+                   f"{search_config.algorithm!r}")
 
 
 def run_search(params, config: ModelConfig, search_config: SearchConfig, episode: Episode,
@@ -214,60 +239,97 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
   calls a reward, and an answer is worth the value of the state its last token was chosen in."""
   batch = episode.prompt.shape[0]
   num_actions = num_candidates(search_config, config.vocab_size)
-  depth = search_depth(search_config, episode.max_new_tokens)
-  prior, candidates, valid = _top_k(episode.logits, allowed, num_actions)
-  if search_config.incremental:
-    kv_shape = (batch, depth, config.num_layers, config.kv_heads, config.dim_per_head)
-    kv_dtype = episode.cache.k.dtype
-    path_k, path_v = jnp.zeros(kv_shape, kv_dtype), jnp.zeros(kv_shape, kv_dtype)
-  else:
-    path_k = path_v = None
-  root_node = _Node(
-      path_k=path_k,
-      path_v=path_v,
-      path_tokens=jnp.zeros((batch, depth), jnp.int32),
-      depth=jnp.zeros((batch,), jnp.int32),
-      candidates=candidates,
-      terminal=episode.done,
-      value=episode.value.astype(jnp.float32) if reward_fn is None else None)
-  root = mctx.RootFnOutput(prior_logits=prior, value=episode.value.astype(jnp.float32),
-                           embedding=root_node)
-  context = _Context(params, episode, allowed)
-  tally = _Tally(make_recurrent_fn(config, search_config, reward_fn, eos_id), batch,
-                 scores=reward_fn is not None)
-  recurrent_fn = tally.recurrent_fn
-  common = dict(num_simulations=search_config.num_simulations, invalid_actions=~valid,
-                max_depth=depth, loop_fn=tally.loop_fn)
+  max_depth = search_depth(search_config, episode.max_new_tokens)
+  size = num_nodes(search_config)
+  reselect = search_config.terminal_reselect
+  num_selections = search_config.num_simulations * (reselect + 1)
+  prior, candidates, valid = tree_nodes.top_k(episode.logits, allowed, num_actions)
+  invalid = ~valid
+  root_value = episode.value.astype(jnp.float32)
+  root_fn, interior_fn, qtransform = _selection_fns(search_config, num_selections)
+  # The keys split as in mctx's policies, so that with reselect 0 the search is theirs.
   if search_config.algorithm == "gumbel":
-    out = mctx.gumbel_muzero_policy(
-        context, rng, root, recurrent_fn, **common,
-        max_num_considered_actions=search_config.max_num_considered_actions,
-        gumbel_scale=search_config.gumbel_scale,
-        qtransform=functools.partial(
-            mctx.qtransform_completed_by_mix_value,
-            value_scale=search_config.value_scale,
-            maxvisit_init=search_config.maxvisit_init,
-            rescale_values=search_config.rescale_values))
-  elif search_config.algorithm == "puct":
-    out = mctx.muzero_policy(
-        context, rng, root, recurrent_fn, **common,
-        dirichlet_fraction=search_config.dirichlet_fraction,
-        dirichlet_alpha=search_config.dirichlet_alpha,
-        pb_c_init=search_config.pb_c_init,
-        pb_c_base=search_config.pb_c_base)
+    rng, gumbel_key = jax.random.split(rng)
+    gumbel = search_config.gumbel_scale * jax.random.gumbel(gumbel_key, prior.shape, prior.dtype)
+    extra_data = mctx.GumbelMuZeroExtraData(root_gumbel=gumbel)
+    root_prior = _mask_invalid(prior, invalid)
   else:
-    raise ValueError(f"search.algorithm must be 'gumbel' or 'puct', got "
-                     f"{search_config.algorithm!r}")
-  search_value = out.search_tree.node_values[:, out.search_tree.ROOT_INDEX]
-  token = jnp.take_along_axis(candidates, out.action[:, None], axis=1)[:, 0]
+    rng, noise_key, search_key = jax.random.split(rng, 3)
+    noise = jax.random.dirichlet(
+        noise_key, jnp.full((num_actions,), search_config.dirichlet_alpha), (batch,))
+    fraction = search_config.dirichlet_fraction
+    noisy = (1 - fraction) * jax.nn.softmax(prior) + fraction * noise
+    root_prior = _mask_invalid(jnp.log(jnp.maximum(noisy, jnp.finfo(noisy.dtype).tiny)), invalid)
+    extra_data = None
+  nodes = tree_nodes.root_nodes(config, search_config, episode, candidates, size, max_depth)
+  tree = _new_tree(root_prior, root_value, nodes, invalid, extra_data)
+
+  def select_fn(key, tree, node, depth):
+    return jax.lax.cond(depth == 0, lambda: root_fn(key, tree, node, depth),
+                        lambda: interior_fn(key, tree, node, depth))
+
+  select = jax.vmap(functools.partial(_select_one, select_fn=select_fn, max_depth=max_depth))
+  expand = functools.partial(tree_nodes.expand, params, config, search_config, episode, allowed,
+                             reward_fn, eos_id)
+  rows = jnp.arange(batch)
+
+  def attempt(index, state):
+    tree, found, parent, action, searching, simulate_key = state
+    key = jax.lax.cond(index == 0, lambda: simulate_key,
+                       lambda: jax.random.fold_in(simulate_key, index))
+    new_parent, new_action, leaf = select(jax.random.split(key, batch), tree)
+    new = searching & (leaf == UNVISITED)
+    known = searching & (leaf != UNVISITED)
+    tree = _visit_known(tree, leaf, known)
+    return (tree, found | new, jnp.where(new, new_parent, parent),
+            jnp.where(new, new_action, action), known, simulate_key)
+
+  def simulation(_, loop: _Loop) -> _Loop:
+    key, simulate_key, _ = jax.random.split(loop.key, 3)  # mctx's split (its expand key unused)
+    zero = jnp.zeros((batch,), jnp.int32)
+    state = (loop.tree, jnp.zeros((batch,), bool), zero, zero, loop.num_nodes < size,
+             simulate_key)
+    tree, found, parent, action, _, _ = jax.lax.fori_loop(0, reselect + 1, attempt, state)
+    child = loop.num_nodes
+    parent_value = tree.raw_values[rows, parent]
+    # No row has a new node (all hit known leaves, or are done): the forward is not run.
+    new = jax.lax.cond(
+        jnp.any(found),
+        lambda: expand(tree.embeddings, parent, action, parent_value, child),
+        lambda: tree_nodes.skip_expand(tree.embeddings, parent))
+    tree = _add_child(tree, parent, action, child, new, found)
+    tree = jax.vmap(_backward_one)(tree, child, found)
+    live = ~episode.done
+    scored = found & new.newly_terminal & (reward_fn is not None)
+    return _Loop(key, tree, loop.num_nodes + found,
+                 loop.forward_tokens + (found & live), loop.reward_calls + scored)
+
+  zero = jnp.zeros((batch,), jnp.int32)
+  loop = jax.lax.fori_loop(
+      0, search_config.num_simulations, simulation,
+      _Loop(rng if search_config.algorithm == "gumbel" else search_key, tree,
+            jnp.ones((batch,), jnp.int32), zero, zero))
+  tree = loop.tree
+  summary = tree.summary()
+  if search_config.algorithm == "gumbel":
+    considered_visit = jnp.max(summary.visit_counts, axis=-1, keepdims=True)
+    completed_q = jax.vmap(qtransform, in_axes=[0, None])(tree, ROOT)
+    action = _masked_argmax(_score_considered(considered_visit, gumbel, root_prior, completed_q,
+                                              summary.visit_counts), invalid)
+    action_weights = jax.nn.softmax(_mask_invalid(root_prior + completed_q, invalid))
+  else:
+    action_weights = summary.visit_probs
+    logits = jnp.log(jnp.maximum(action_weights, jnp.finfo(action_weights.dtype).tiny))
+    action = jax.random.categorical(rng, logits - jnp.max(logits, axis=-1, keepdims=True))
+  token = jnp.take_along_axis(candidates, action[:, None], axis=1)[:, 0]
   return SearchOutput(
-      action=out.action,
+      action=action,
       token=token,
-      action_weights=out.action_weights,
+      action_weights=action_weights,
       candidates=candidates,
       valid=valid,
       root_value=episode.value,
-      search_value=search_value,
-      forward_tokens=tally.total.forward_tokens,
-      reward_calls=tally.total.reward_calls,
-      tree=out.search_tree)
+      search_value=tree.node_values[:, ROOT],
+      forward_tokens=loop.forward_tokens,
+      reward_calls=loop.reward_calls,
+      tree=tree)

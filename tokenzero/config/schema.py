@@ -62,6 +62,11 @@ class SearchConfig:
   top_k: int = 0
   max_depth: int = 0  # 0: the task's answer length.
   incremental: bool = True  # False: full-recompute reference (slow, for tests and benchmarks).
+  # Nodes of the search's arena; 0: num_simulations + 1. A full arena ends a row's search.
+  max_nodes: int = 0
+  # Times a row selects again after a simulation ends at a known node (terminal, or at the depth
+  # limit), so that each batched forward expands a new node. 0: mctx's statistics exactly.
+  terminal_reselect: int = 0
   max_num_considered_actions: int = 16
   gumbel_scale: float = 1.0
   # Gumbel's completed-Q transform: sigma(q) = (maxvisit_init + max visits) * value_scale * q.

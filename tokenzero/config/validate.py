@@ -31,6 +31,9 @@ def validate(config: RunConfig) -> None:
       (config.search.top_k >= 0, "search.top_k must be >= 0 (0: 16, or the vocabulary when "
        "smaller)"),
       (config.search.max_depth >= 0, "search.max_depth must be >= 0"),
+      (config.search.max_nodes == 0 or config.search.max_nodes >= 2,
+       "search.max_nodes must be 0 (num_simulations + 1) or >= 2"),
+      (config.search.terminal_reselect >= 0, "search.terminal_reselect must be >= 0"),
       (config.search.algorithm in ("gumbel", "puct"),
        f"search.algorithm must be 'gumbel' or 'puct', got {config.search.algorithm!r}"),
       (config.selfplay.batch_size >= 1, "selfplay.batch_size must be >= 1"),

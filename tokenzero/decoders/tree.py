@@ -27,8 +27,9 @@ class TreeSearch:
   `gumbel_scale` is 0); PUCT plays its most visited child, ties to the likelier one (mctx would
   sample in proportion to the visits: exploration that self-play wants and an answer does not).
   With zero simulations it plays the best candidate by prior (+ Gumbel noise when
-  `gumbel_scale` > 0). `score` is the value the search backed up at its last decision. Costs
-  S+1 forward tokens per generated token.
+  `gumbel_scale` > 0). `score` is the value the search backed up at its last decision. Costs at
+  most S+1 forward tokens per generated token (nominal; a simulation that ends at a known
+  terminal node runs none, and the measured count is what `Decoded` reports).
   """
   search: SearchConfig = SearchConfig()
   reward: str = "tree"
