@@ -43,7 +43,7 @@ def _run(params, config, task, batch, search_config, reward_fn, key, *, prefix=(
   return f(params, batch.tokens, batch.lengths, key)
 
 
-@pytest.mark.parametrize("algorithm,prefix", [("gumbel", ()), ("gumbel", (4, 5)), ("puct", (6,))])
+@pytest.mark.parametrize("algorithm,prefix", [("gumbel", ()), ("puct", (4, 5))])
 def test_incremental_search_equals_full_recompute(tiny_params, tiny_config, sort_task, batch,
                                                   algorithm, prefix):
   outs = [

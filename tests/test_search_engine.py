@@ -54,9 +54,10 @@ _PREFIXES = {"start": (), "eos_row": ([2, 4, 5, 6], [4, 4, 4, 4]), "last": ([4] 
 SEEDS = 3
 
 
+# Each starting state and each reward once, over both algorithms (each case compiles both engines).
 @pytest.mark.parametrize("algorithm,reward,prefix", [
-    ("gumbel", "tree", "start"), ("gumbel", "value", "eos_row"), ("gumbel", "tree", "last"),
-    ("puct", "tree", "start"), ("puct", "value", "eos_row"), ("puct", "tree", "last")])
+    ("gumbel", "tree", "start"), ("gumbel", "tree", "last"), ("puct", "value", "eos_row"),
+    ("puct", "tree", "last")])
 def test_engine_equals_mctx_policy(tiny_params, tiny_config, sort_task, batch, algorithm, reward,
                                    prefix):
   search_config = SearchConfig(algorithm=algorithm, num_simulations=16, top_k=6)
@@ -79,7 +80,8 @@ def test_engine_equals_mctx_policy(tiny_params, tiny_config, sort_task, batch, a
     assert np.all(np.asarray(ours.forward_tokens)[live] <= search_config.top_k)
 
 
-@pytest.mark.parametrize("algorithm", ["gumbel", "puct"])
+# PUCT's incremental == recompute is held by test_search.py at a deeper root.
+@pytest.mark.parametrize("algorithm", ["gumbel"])
 def test_one_token_of_kv_per_node_equals_recompute(tiny_params, tiny_config, sort_task, batch,
                                                    algorithm):
   outs = [_search(search_lib, tiny_params, tiny_config, sort_task, batch,
