@@ -1,10 +1,12 @@
 """Tree search as a decoder: greedy without simulations, a planted token found with them, and a
 planted value found by a search that never calls the reward."""
 
+import dataclasses
+
 import numpy as np
 
-from decoders_reference import (ALLOWED, NO_EOS, PROMPT, VOCAB, first_token_reward, next_outputs,
-                                plant_values, prompt_of, run)
+from decoders_reference import (ALLOWED, NO_EOS, PROMPT, PROMPT_LEN, VOCAB, digit_sum_reward,
+                                first_token_reward, next_outputs, plant_values, prompt_of, run)
 from tokenzero import decoders
 from tokenzero.config import SearchConfig
 
@@ -25,7 +27,8 @@ def test_gumbel_search_finds_a_planted_token(decoder_model):
   out = run(decoder_model, decoders.TreeSearch(search), max_new_tokens=1,
             reward_fn=first_token_reward(target))
   np.testing.assert_array_equal(out.completion[:, 0], target)
-  np.testing.assert_array_equal(out.forward_tokens, search.num_simulations + 1)
+  # S expansions; the played token's node is in the tree (reuse_tree), so playing runs none.
+  np.testing.assert_array_equal(out.forward_tokens, search.num_simulations)
   greedy = run(decoder_model, decoders.Greedy(), max_new_tokens=1)
   assert np.all(greedy.completion[:, 0] != target)
 
@@ -58,3 +61,18 @@ def test_value_only_search_finds_a_planted_value_without_the_reward(decoder_mode
   out = run(planted, tree, allowed=NO_EOS, max_new_tokens=2, reward_fn=counted_reward)
   np.testing.assert_array_equal(out.completion[:, 0], greedy)
   assert calls
+
+
+def test_best_terminal_returns_the_best_answer_the_tree_verified(decoder_model):
+  """Same searches (same keys); `best_terminal` returns the best complete answer any step's tree
+  verified, scored by its reward, never worse than the answer the search played."""
+  search = SearchConfig(num_simulations=6, top_k=4, gumbel_scale=1.0)
+  played = run(decoder_model, decoders.TreeSearch(search), reward_fn=digit_sum_reward, seed=3)
+  best = run(decoder_model, decoders.TreeSearch(dataclasses.replace(search, select="best_terminal")),
+             reward_fn=digit_sum_reward, seed=3)
+  reward = lambda out: np.asarray(digit_sum_reward(PROMPT, PROMPT_LEN, out.completion,
+                                                   out.completion_len))
+  np.testing.assert_allclose(best.score, reward(best), atol=1e-6)
+  assert np.all(reward(best) >= reward(played) - 1e-6)
+  np.testing.assert_array_equal(best.forward_tokens, played.forward_tokens)
+  np.testing.assert_array_equal(best.reward_calls, played.reward_calls)

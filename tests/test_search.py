@@ -119,11 +119,12 @@ def test_tree_is_sized_by_candidates_not_vocab(tiny_params, tiny_config, sort_ta
                                jax.random.key(0), reward_fn=sort_task.jax_reward(),
                                allowed=_allowed(sort_task), eos_id=2).tree
   vocab = tiny_config.vocab_size
-  assert tree.children_prior_logits.shape == (B, 7, 4)
+  nodes = 2 * 6 + 1  # the default arena with reuse_tree: 2 S + 1
+  assert tree.children_prior_logits.shape == (B, nodes, 4)
   for leaf in jax.tree.leaves(tree):
     assert vocab not in leaf.shape[2:], leaf.shape
   # One token of KV per node, whatever the depth.
-  assert tree.embeddings.k.shape == (B, 7, tiny_config.num_layers, tiny_config.kv_heads,
+  assert tree.embeddings.k.shape == (B, nodes, tiny_config.num_layers, tiny_config.kv_heads,
                                      tiny_config.dim_per_head)
 
 

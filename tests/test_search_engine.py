@@ -90,7 +90,7 @@ def test_one_token_of_kv_per_node_equals_recompute(tiny_params, tiny_config, sor
                   sort_task.jax_reward(), jax.random.key(4), ([5] * B,))
           for incremental in (True, False)]
   fast, slow = outs
-  assert fast.tree.embeddings.k.shape == (B, 13, tiny_config.num_layers, tiny_config.kv_heads,
+  assert fast.tree.embeddings.k.shape == (B, 25, tiny_config.num_layers, tiny_config.kv_heads,
                                           tiny_config.dim_per_head)
   np.testing.assert_array_equal(fast.action, slow.action)
   np.testing.assert_array_equal(fast.tree.children_visits, slow.tree.children_visits)

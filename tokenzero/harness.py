@@ -1,8 +1,8 @@
 """Matched-compute evaluation: every decoding method at every budget, on the same prompts.
 
 A budget b is nominally b forward token-evaluations per generated token, so best-of-b, beam-b and
-tree search with b-1 simulations are set up on equal terms (see `decoders`); what each one then
-ran is measured: the decoders count the forwards they run and the completions they hand to the
+tree search with b simulations (b-1 without tree reuse) are set up on equal terms (see
+`decoders`); what each one then ran is measured: the decoders count the forwards they run and the completions they hand to the
 reward, and the sweep times them (compilation excluded). `sweep` runs a list of methods over a
 list of budgets and returns one `report.Row` per (method, budget); `report.save_json`,
 `plots.reward_vs_compute` and `report.markdown_table` turn rows into the JSON, the reward vs

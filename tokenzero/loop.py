@@ -53,6 +53,12 @@ class Loop:
     return self.setup.config
 
 
+def _kept_fraction(traj: selfplay.Trajectory) -> float:
+  """Mean fraction of the search tree kept for the next step, over decisions followed by one."""
+  handed_on = np.asarray(traj.step_mask[:, :-1] & traj.step_mask[:, 1:])
+  return float(np.asarray(traj.tree_kept)[:, :-1][handed_on].mean()) if handed_on.any() else 0.0
+
+
 def evaluate_now(loop: Loop, params) -> dict[str, float]:
   """Greedy (no search) reward and success on the held-out prompts."""
   setup = loop.setup
@@ -111,6 +117,8 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int
       "grad_norm": mean(metrics.grad_norm),
       "nonfinite_updates": int((~finite).sum()),
       "search_value": float(traj.search_value[:, 0].mean()),
+      # Mean over the decisions that handed a tree on (not the last of an answer).
+      "tree_kept_fraction": _kept_fraction(traj),
       "temperature": temperature_at(config, iteration),
       "selfplay_s": round(t1 - t0, 3),
       "train_s": round(t2 - t1, 3),

@@ -23,6 +23,17 @@ expand, the forward is not run at all.
 
 A full arena ends a row's search: later simulations of that row do nothing.
 
+With `search.reuse_tree` the caller passes the last step's tree re-rooted at the committed child
+(`tree_reuse.reroot`, a `KeptTree`): its statistics stay, and the step adds S simulations to
+them. Sequential halving at the root runs on the visits made since this step began (mctx's table
+is indexed by the root's visits, and a reused root would run off it); Q comes from the full
+statistics. The completed-Q scale sigma grows with the root children's largest visit count, so a
+reused root's improved policy (`action_weights`, the self-play target) is sharper than a fresh
+one's for the same simulations (with maxvisit_init 50 and S <= 64, by at most ~2x).
+
+Each step also records the best complete answer its expansions verified (`best_reward`,
+`best_answer`): `search.select=best_terminal` returns it, as best-of-n returns its best sample.
+
 Dimension letters: B batch, N tree nodes, K candidates (actions), D max depth, T answer budget.
 """
 
@@ -54,7 +65,24 @@ class SearchOutput(NamedTuple):
   search_value: jax.Array  # [B] value the search backed up to the root
   forward_tokens: jax.Array  # [B] int32 nodes the row expanded (0: root was done)
   reward_calls: jax.Array  # [B] int32 completions of the row handed to the reward
+  num_nodes: jax.Array  # [B] int32 nodes of the arena in use
+  best_reward: jax.Array  # [B] best reward of an answer this step's expansions verified (-inf)
+  best_answer: jax.Array  # [B, T] that answer (the root's completion plus its path)
+  best_answer_len: jax.Array  # [B] int32 its length
   tree: mctx.Tree  # the search tree [B, N, ...], for inspection (dropped under jit if unused)
+
+
+class KeptTree(NamedTuple):
+  """The tree a decoding step hands to the next (`search.reuse_tree`)."""
+  tree: mctx.Tree  # [B, N, ...] re-rooted at the committed child: root at 0
+  num_nodes: jax.Array  # [B] int32 nodes in use
+  reused: jax.Array  # [B] bool: the row has a kept root (else the step starts a fresh tree)
+
+
+class _RootData(NamedTuple):
+  """The tree's `extra_data`: what the root selection needs besides the tree."""
+  root_gumbel: jax.Array  # [B, K] (read by mctx's Gumbel root selection)
+  visits_before: jax.Array  # [B, K] int32 root child visits when this step began
 
 
 class _Selection(NamedTuple):
@@ -70,6 +98,9 @@ class _Loop(NamedTuple):
   num_nodes: jax.Array  # [B] int32 nodes allocated
   forward_tokens: jax.Array  # [B] int32
   reward_calls: jax.Array  # [B] int32
+  best_reward: jax.Array  # [B]
+  best_answer: jax.Array  # [B, T]
+  best_answer_len: jax.Array  # [B] int32
 
 
 DEFAULT_TOP_K = 16  # candidates per node when `search.top_k` is 0.
@@ -84,7 +115,9 @@ def search_depth(search_config: SearchConfig, max_new_tokens: int) -> int:
 
 
 def num_nodes(search_config: SearchConfig) -> int:
-  return search_config.max_nodes or search_config.num_simulations + 1
+  if search_config.max_nodes:
+    return search_config.max_nodes
+  return search_config.num_simulations * (2 if search_config.reuse_tree else 1) + 1
 
 
 def _select_one(key, tree: mctx.Tree, select_fn, max_depth: int):
@@ -167,7 +200,7 @@ def _add_child(tree: mctx.Tree, parent, action, child, new: tree_nodes.Expansion
       action_from_parent=set_node(tree.action_from_parent, action))
 
 
-def _new_tree(root_prior, root_value, nodes: tree_nodes.Nodes, invalid, extra_data):
+def _new_tree(root_prior, root_value, nodes: tree_nodes.Nodes, invalid, extra_data) -> mctx.Tree:
   """An arena of N nodes holding only the root, as mctx's `instantiate_tree_from_root`."""
   batch, size = nodes.depth.shape
   num_actions = root_prior.shape[1]
@@ -188,6 +221,20 @@ def _new_tree(root_prior, root_value, nodes: tree_nodes.Nodes, invalid, extra_da
       embeddings=nodes,
       root_invalid_actions=invalid,
       extra_data=extra_data)
+
+
+def no_kept_tree(config: ModelConfig, search_config: SearchConfig, episode: Episode) -> KeptTree:
+  """A `KeptTree` with no row reused: what the first step of a reusing decoder carries in."""
+  batch = episode.prompt.shape[0]
+  num_actions = num_candidates(search_config, config.vocab_size)
+  prior = jnp.zeros((batch, num_actions), episode.logits.dtype)
+  nodes = tree_nodes.root_nodes(config, search_config, episode,
+                                jnp.zeros((batch, num_actions), jnp.int32),
+                                num_nodes(search_config),
+                                search_depth(search_config, episode.max_new_tokens))
+  tree = _new_tree(prior, jnp.zeros((batch,), jnp.float32), nodes, prior > 0,
+                   _RootData(prior, jnp.zeros((batch, num_actions), jnp.int32)))
+  return KeptTree(tree, jnp.ones((batch,), jnp.int32), jnp.zeros((batch,), bool))
 
 
 def _mask_invalid(logits, invalid):
@@ -214,14 +261,18 @@ def _selection_fns(search_config: SearchConfig, num_selections: int):
     qtransform = functools.partial(
         mctx.qtransform_completed_by_mix_value, value_scale=search_config.value_scale,
         maxvisit_init=search_config.maxvisit_init, rescale_values=search_config.rescale_values)
-    # The halving table is indexed by the root's visits, which count every selection.
-    root_fn = functools.partial(
-        mctx.gumbel_muzero_root_action_selection, num_simulations=num_selections,
-        max_num_considered_actions=search_config.max_num_considered_actions,
-        qtransform=qtransform)
+    def root_fn(key, tree, node, depth):
+      # The halving table is indexed by the root's visits, which count every selection: it
+      # sees this step's visits only, while Q comes from the full statistics.
+      del depth
+      visits = tree.children_visits.at[node].add(-tree.extra_data.visits_before)
+      return mctx.gumbel_muzero_root_action_selection(
+          key, tree.replace(children_visits=visits), node, num_simulations=num_selections,
+          max_num_considered_actions=search_config.max_num_considered_actions,
+          qtransform=lambda _, index: qtransform(tree, index))
     interior_fn = functools.partial(mctx.gumbel_muzero_interior_action_selection,
                                     qtransform=qtransform)
-    return (lambda key, tree, node, depth: root_fn(key, tree, node)), interior_fn, qtransform
+    return root_fn, interior_fn, qtransform
   if search_config.algorithm == "puct":
     interior_fn = functools.partial(
         mctx.muzero_action_selection, pb_c_init=search_config.pb_c_init,
@@ -231,12 +282,20 @@ def _selection_fns(search_config: SearchConfig, num_selections: int):
                    f"{search_config.algorithm!r}")
 
 
+def _where_rows(pick, a, b):
+  """Per row (leading axis): `a` where `pick` [B], else `b`, over two equal pytrees."""
+  return jax.tree.map(lambda x, y: jnp.where(pick.reshape((-1,) + (1,) * (x.ndim - 1)), x, y),
+                      a, b)
+
+
 def run_search(params, config: ModelConfig, search_config: SearchConfig, episode: Episode,
                rng: jax.Array, *, reward_fn: TokenReward | None, allowed: jax.Array,
-               eos_id: int) -> SearchOutput:
+               eos_id: int, kept: KeptTree | None = None) -> SearchOutput:
   """Searches from each row's current end. Jit the caller; every argument but the configs,
   `reward_fn` and `eos_id` is an array. `reward_fn=None` is value-only search: the tree never
-  calls a reward, and an answer is worth the value of the state its last token was chosen in."""
+  calls a reward, and an answer is worth the value of the state its last token was chosen in.
+  `kept`: the last step's tree re-rooted at the committed token (`tree_reuse.reroot`); rows
+  without a kept root start a fresh tree."""
   batch = episode.prompt.shape[0]
   num_actions = num_candidates(search_config, config.vocab_size)
   max_depth = search_depth(search_config, episode.max_new_tokens)
@@ -244,6 +303,12 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
   reselect = search_config.terminal_reselect
   num_selections = search_config.num_simulations * (reselect + 1)
   prior, candidates, valid = tree_nodes.top_k(episode.logits, allowed, num_actions)
+  if kept is not None:
+    # A kept root's candidates and raw prior are the ones its expansion stored.
+    kept_prior = kept.tree.children_prior_logits[:, ROOT]
+    prior, candidates, valid = _where_rows(
+        kept.reused, (kept_prior, kept.tree.embeddings.candidates[:, ROOT],
+                      kept_prior > tree_nodes.INVALID_LOGIT / 2), (prior, candidates, valid))
   invalid = ~valid
   root_value = episode.value.astype(jnp.float32)
   root_fn, interior_fn, qtransform = _selection_fns(search_config, num_selections)
@@ -251,7 +316,6 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
   if search_config.algorithm == "gumbel":
     rng, gumbel_key = jax.random.split(rng)
     gumbel = search_config.gumbel_scale * jax.random.gumbel(gumbel_key, prior.shape, prior.dtype)
-    extra_data = mctx.GumbelMuZeroExtraData(root_gumbel=gumbel)
     root_prior = _mask_invalid(prior, invalid)
   else:
     rng, noise_key, search_key = jax.random.split(rng, 3)
@@ -260,9 +324,19 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
     fraction = search_config.dirichlet_fraction
     noisy = (1 - fraction) * jax.nn.softmax(prior) + fraction * noise
     root_prior = _mask_invalid(jnp.log(jnp.maximum(noisy, jnp.finfo(noisy.dtype).tiny)), invalid)
-    extra_data = None
+    gumbel = jnp.zeros_like(prior)
+  no_visits = jnp.zeros((batch, num_actions), jnp.int32)
   nodes = tree_nodes.root_nodes(config, search_config, episode, candidates, size, max_depth)
-  tree = _new_tree(root_prior, root_value, nodes, invalid, extra_data)
+  tree = _new_tree(root_prior, root_value, nodes, invalid, _RootData(gumbel, no_visits))
+  used = jnp.ones((batch,), jnp.int32)
+  if kept is not None:
+    # The kept tree with this step's root prior (noise drawn afresh), mask and visit baseline.
+    reused_tree = kept.tree.replace(
+        children_prior_logits=kept.tree.children_prior_logits.at[:, ROOT].set(root_prior),
+        root_invalid_actions=invalid,
+        extra_data=_RootData(gumbel, kept.tree.children_visits[:, ROOT]))
+    tree = _where_rows(kept.reused, reused_tree, tree)
+    used = jnp.where(kept.reused, kept.num_nodes, used)
 
   def select_fn(key, tree, node, depth):
     return jax.lax.cond(depth == 0, lambda: root_fn(key, tree, node, depth),
@@ -296,26 +370,31 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
     new = jax.lax.cond(
         jnp.any(found),
         lambda: expand(tree.embeddings, parent, action, parent_value, child),
-        lambda: tree_nodes.skip_expand(tree.embeddings, parent))
+        lambda: tree_nodes.skip_expand(tree.embeddings, parent, episode.completion))
     tree = _add_child(tree, parent, action, child, new, found)
     tree = jax.vmap(_backward_one)(tree, child, found)
     live = ~episode.done
     scored = found & new.newly_terminal & (reward_fn is not None)
+    better = scored & live & (new.reward > loop.best_reward)
     return _Loop(key, tree, loop.num_nodes + found,
-                 loop.forward_tokens + (found & live), loop.reward_calls + scored)
+                 loop.forward_tokens + (found & live), loop.reward_calls + scored,
+                 jnp.where(better, new.reward, loop.best_reward),
+                 jnp.where(better[:, None], new.answer, loop.best_answer),
+                 jnp.where(better, new.answer_len, loop.best_answer_len))
 
   zero = jnp.zeros((batch,), jnp.int32)
   loop = jax.lax.fori_loop(
       0, search_config.num_simulations, simulation,
-      _Loop(rng if search_config.algorithm == "gumbel" else search_key, tree,
-            jnp.ones((batch,), jnp.int32), zero, zero))
+      _Loop(rng if search_config.algorithm == "gumbel" else search_key, tree, used, zero, zero,
+            jnp.full((batch,), -jnp.inf, jnp.float32), episode.completion, zero))
   tree = loop.tree
   summary = tree.summary()
   if search_config.algorithm == "gumbel":
-    considered_visit = jnp.max(summary.visit_counts, axis=-1, keepdims=True)
+    step_visits = summary.visit_counts - tree.extra_data.visits_before
+    considered_visit = jnp.max(step_visits, axis=-1, keepdims=True)
     completed_q = jax.vmap(qtransform, in_axes=[0, None])(tree, ROOT)
     action = _masked_argmax(_score_considered(considered_visit, gumbel, root_prior, completed_q,
-                                              summary.visit_counts), invalid)
+                                              step_visits), invalid)
     action_weights = jax.nn.softmax(_mask_invalid(root_prior + completed_q, invalid))
   else:
     action_weights = summary.visit_probs
@@ -332,4 +411,8 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
       search_value=tree.node_values[:, ROOT],
       forward_tokens=loop.forward_tokens,
       reward_calls=loop.reward_calls,
+      num_nodes=loop.num_nodes,
+      best_reward=loop.best_reward,
+      best_answer=loop.best_answer,
+      best_answer_len=loop.best_answer_len,
       tree=tree)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
 from tokenzero import search as search_lib
+from tokenzero import tree_reuse
 from tokenzero.config import ModelConfig, SearchConfig, SelfPlayConfig
 from tokenzero.rewards import TokenReward
 
@@ -35,6 +36,7 @@ class Trajectory(NamedTuple):
   reward: jax.Array  # [B] episode return
   search_value: jax.Array  # [B, T] root value backed up by the search
   root_value: jax.Array  # [B, T] network value at the root
+  tree_kept: jax.Array  # [B, T] fraction of the step's tree kept for the next (reuse_tree)
 
 
 class _Decision(NamedTuple):
@@ -44,6 +46,7 @@ class _Decision(NamedTuple):
   live: jax.Array  # [B] bool: the row took a decision at this step
   search_value: jax.Array  # [B] root value backed up by the search
   root_value: jax.Array  # [B] network value at the root
+  tree_kept: jax.Array  # [B] fraction of the tree kept for the next step (0 without reuse)
 
 
 def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature: jax.Array,
@@ -73,20 +76,28 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
   """Plays one episode per prompt row [B, P]. `temperature` is traced: changing it never
   recompiles."""
   state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
+  reuse = search_config.reuse_tree
+  kept = search_lib.no_kept_tree(config, search_config, state) if reuse else None
 
-  def body(state, step_key):
+  def body(carry, step_key):
+    state, kept = carry
     search_key, act_key = jax.random.split(step_key)
     out = search_lib.run_search(params, config, search_config, state, search_key,
-                                reward_fn=reward_fn, allowed=allowed, eos_id=eos_id)
+                                reward_fn=reward_fn, allowed=allowed, eos_id=eos_id, kept=kept)
     slot = choose_slot(out, act_key, temperature, selfplay_config)
-    token = jnp.take_along_axis(out.candidates, slot[:, None], axis=1)[:, 0]
     live = ~state.done
-    state = episode_lib.step(params, config, state, token, eos_id)
-    return state, _Decision(policy_ids=out.candidates, policy_weights=out.action_weights,
-                            live=live, search_value=out.search_value,
-                            root_value=out.root_value)
+    if reuse:
+      kept, kept_fraction = tree_reuse.reroot(search_config, out, slot)
+      state, _ = tree_reuse.advance(params, config, search_config, state, out, slot, eos_id)
+    else:
+      token = jnp.take_along_axis(out.candidates, slot[:, None], axis=1)[:, 0]
+      state = episode_lib.step(params, config, state, token, eos_id)
+      kept_fraction = jnp.zeros(live.shape, jnp.float32)
+    return (state, kept), _Decision(policy_ids=out.candidates, policy_weights=out.action_weights,
+                                    live=live, search_value=out.search_value,
+                                    root_value=out.root_value, tree_kept=kept_fraction)
 
-  state, steps = jax.lax.scan(body, state, jax.random.split(rng, max_new_tokens))
+  (state, _), steps = jax.lax.scan(body, (state, kept), jax.random.split(rng, max_new_tokens))
   reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
   steps_first = lambda x: jnp.swapaxes(x, 0, 1)
   return Trajectory(
@@ -100,4 +111,5 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       step_mask=steps_first(steps.live),
       reward=reward.astype(jnp.float32),
       search_value=steps_first(steps.search_value),
-      root_value=steps_first(steps.root_value))
+      root_value=steps_first(steps.root_value),
+      tree_kept=steps_first(steps.tree_kept))

@@ -48,6 +48,8 @@ class Expansion(NamedTuple):
   reward: jax.Array  # [B] reward of the edge into the child
   discount: jax.Array  # [B] 0 into a terminal node
   newly_terminal: jax.Array  # [B] bool: the child ends the answer (a reward call, if any)
+  answer: jax.Array  # [B, T] the root's completion plus the path to the child
+  answer_len: jax.Array  # [B] int32 its length
   token: jax.Array  # [B] int32
   depth: jax.Array  # [B] int32
   terminal: jax.Array  # [B] bool
@@ -133,6 +135,8 @@ def expand(params, config: ModelConfig, search_config: SearchConfig, episode: Ep
       reward=reward.astype(jnp.float32),
       discount=jnp.where(newly_terminal, 0.0, 1.0).astype(jnp.float32),
       newly_terminal=newly_terminal,
+      answer=completion,
+      answer_len=completion_len,
       token=token,
       depth=depth + 1,
       terminal=newly_terminal,
@@ -142,15 +146,17 @@ def expand(params, config: ModelConfig, search_config: SearchConfig, episode: Ep
       v=v)
 
 
-def skip_expand(nodes: Nodes, parent: jax.Array) -> Expansion:
-  """What `expand` returns when no row has a node to expand: zeros, no forward run."""
+def skip_expand(nodes: Nodes, parent: jax.Array, answer: jax.Array) -> Expansion:
+  """What `expand` returns when no row has a node to expand: zeros, no forward run.
+  `answer` [B, T]: any array of the answers' shape."""
   batch, _, num_actions = nodes.candidates.shape
   zeros = jnp.zeros((batch,), jnp.float32)
   no = jnp.zeros((batch,), bool)
   none = lambda x: None if x is None else jnp.zeros((batch,) + x.shape[2:], x.dtype)
   return Expansion(
       prior_logits=jnp.zeros((batch, num_actions), jnp.float32), value=zeros, reward=zeros,
-      discount=zeros, newly_terminal=no, token=jnp.zeros((batch,), jnp.int32),
+      discount=zeros, newly_terminal=no, answer=answer,
+      answer_len=jnp.zeros((batch,), jnp.int32), token=jnp.zeros((batch,), jnp.int32),
       depth=jnp.zeros((batch,), jnp.int32), terminal=no,
       candidates=jnp.zeros((batch, num_actions), jnp.int32),
       path=nodes.path[jnp.arange(batch), parent], k=none(nodes.k), v=none(nodes.v))

@@ -62,8 +62,18 @@ class SearchConfig:
   top_k: int = 0
   max_depth: int = 0  # 0: the task's answer length.
   incremental: bool = True  # False: full-recompute reference (slow, for tests and benchmarks).
-  # Nodes of the search's arena; 0: num_simulations + 1. A full arena ends a row's search.
+  # Keep the committed child's subtree, with its statistics, as the next step's tree (one tree
+  # per answer). False: a fresh tree at every step (the ablation).
+  reuse_tree: bool = True
+  # Nodes of the search's arena; 0: num_simulations + 1, or 2 * num_simulations + 1 with
+  # reuse_tree. A full arena ends a row's search; reuse keeps at most max_nodes -
+  # num_simulations nodes (the oldest), so every step has room for its simulations.
   max_nodes: int = 0
+  # The answer a decoder returns: "visits" (the tokens the search committed, step by step) or
+  # "best_terminal" (the best complete answer the tree verified with the reward, as best-of-n
+  # returns its best sample; the committed answer when the tree verified none). Value-only
+  # search has no reward and plays by visits. Measured in experiments/search_defaults.py.
+  select: str = "best_terminal"
   # Times a row selects again after a simulation ends at a known node (terminal, or at the depth
   # limit), so that each batched forward expands a new node. 0: mctx's statistics exactly.
   terminal_reselect: int = 0

@@ -33,6 +33,8 @@ def validate(config: RunConfig) -> None:
       (config.search.max_depth >= 0, "search.max_depth must be >= 0"),
       (config.search.max_nodes == 0 or config.search.max_nodes >= 2,
        "search.max_nodes must be 0 (num_simulations + 1) or >= 2"),
+      (config.search.select in ("visits", "best_terminal"),
+       f"search.select must be 'visits' or 'best_terminal', got {config.search.select!r}"),
       (config.search.terminal_reselect >= 0, "search.terminal_reselect must be >= 0"),
       (config.search.algorithm in ("gumbel", "puct"),
        f"search.algorithm must be 'gumbel' or 'puct', got {config.search.algorithm!r}"),

@@ -1,8 +1,8 @@
 """Decoding methods by name, at a budget: what `tokenzero eval` sweeps and `tokenzero decode` runs.
 
 A budget b is nominally b forward token-evaluations per generated token, so best-of-b, beam-b
-and tree search with b-1 simulations are set up on equal terms; what each one runs is counted
-(`Decoded.forward_tokens`). Methods whose cost is fixed at one forward per
+and tree search with b simulations (b-1 without tree reuse) are set up on equal terms; what each
+one runs is counted (`Decoded.forward_tokens`). Methods whose cost is fixed at one forward per
 token (greedy and the samplers) ignore the budget. The names themselves, and the parsing of
 `--methods` and `--budgets`, are `tokenzero.methods` (no JAX: the command line checks them first).
 """
@@ -73,6 +73,10 @@ def make_decoder(method: str, budget: int, options: MethodOptions = MethodOption
     return ValueBeam(width, budget // width)
   if method in ("mcts", "mcts_puct", "mcts_value"):
     algorithm = "puct" if method == "mcts_puct" else "gumbel"
-    return TreeSearch(evaluation_search(options, algorithm=algorithm, num_simulations=budget - 1),
+    # With one tree per answer the played token's forward already ran as a simulation (its
+    # node's KV is taken), so all b forwards are simulations; a fresh tree per token runs the
+    # played token's forward after b - 1.
+    simulations = budget if options.search.reuse_tree else budget - 1
+    return TreeSearch(evaluation_search(options, algorithm=algorithm, num_simulations=simulations),
                       reward="value" if method == "mcts_value" else "tree")
   raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
