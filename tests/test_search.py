@@ -202,3 +202,33 @@ def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
   # row backed up their values without a forward.
   assert np.any(at_depth(2) & (tree.node_visits > 1))
   assert np.any(at_depth(1) & (first == eos))
+
+
+@pytest.mark.parametrize("settled_weight", [1.0, 1e-6])
+def test_adaptive_allocation_runs_its_allowance_or_stops_when_settled(
+    tiny_params, tiny_config, sort_task, batch, settled_weight):
+  """A row runs its allowance (at most 2 S) unless its choice settles first: with a weight of 1
+  hardly ever, with a tiny one as soon as every considered action was tried once. The forwards
+  billed are the simulations run."""
+  search_config = SearchConfig(num_simulations=6, top_k=3, allocation="adaptive",
+                               settled_weight=settled_weight)
+  allowance = jnp.array([1, 4, 9, 20])
+  state = episode_lib.start(tiny_params, tiny_config, batch.tokens, batch.lengths,
+                            sort_task.max_new_tokens)
+  out = jax.jit(lambda state, allowance: search_lib.run_search(
+      tiny_params, tiny_config, search_config, state, jax.random.key(1),
+      reward_fn=sort_task.jax_reward(), allowed=_allowed(sort_task),
+      eos_id=sort_task.tokenizer.eos_id, allowance=allowance))(state, allowance)
+  full = np.minimum(allowance, 12)
+  ran = np.asarray(out.simulations)
+  early = ran < full
+  # A row stops early only once settled: every action tried, one at settled_weight.
+  assert np.all(ran[early] >= 3)
+  assert np.all(np.asarray(out.action_weights).max(-1)[early] >= settled_weight)
+  if settled_weight < 1:
+    np.testing.assert_array_equal(ran, np.minimum(allowance, 3))
+  else:
+    assert early.sum() <= 1  # a saturated softmax may hold exactly 1.0
+  np.testing.assert_array_equal(out.tree.children_visits[:, 0].sum(-1), ran)
+  # Billed: the simulations that expanded a node (one that reached a known terminal runs none).
+  assert np.all((out.forward_tokens <= ran) & (out.forward_tokens >= np.minimum(ran, 3)))

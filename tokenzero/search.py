@@ -69,6 +69,7 @@ class SearchOutput(NamedTuple):
   best_reward: jax.Array  # [B] best reward of an answer this step's expansions verified (-inf)
   best_answer: jax.Array  # [B, T] that answer (the root's completion plus its path)
   best_answer_len: jax.Array  # [B] int32 its length
+  simulations: jax.Array  # [B] int32 simulations the row ran this step
   tree: mctx.Tree  # the search tree [B, N, ...], for inspection (dropped under jit if unused)
 
 
@@ -101,6 +102,8 @@ class _Loop(NamedTuple):
   best_reward: jax.Array  # [B]
   best_answer: jax.Array  # [B, T]
   best_answer_len: jax.Array  # [B] int32
+  simulations: jax.Array  # [B] int32 simulations the row ran (adaptive: until settled)
+  running: jax.Array  # [B] bool: the row's search goes on
 
 
 DEFAULT_TOP_K = 16  # candidates per node when `search.top_k` is 0.
@@ -114,10 +117,16 @@ def search_depth(search_config: SearchConfig, max_new_tokens: int) -> int:
   return min(search_config.max_depth or max_new_tokens, max_new_tokens)
 
 
+def step_simulations(search_config: SearchConfig) -> int:
+  """The most simulations one step may run: 2 S with adaptive allocation (S plus the bank)."""
+  return search_config.num_simulations * (2 if search_config.allocation == "adaptive" else 1)
+
+
 def num_nodes(search_config: SearchConfig) -> int:
   if search_config.max_nodes:
     return search_config.max_nodes
-  return search_config.num_simulations * (2 if search_config.reuse_tree else 1) + 1
+  step = step_simulations(search_config)
+  return step + (search_config.num_simulations if search_config.reuse_tree else 0) + 1
 
 
 def _select_one(key, tree: mctx.Tree, select_fn, max_depth: int):
@@ -290,18 +299,22 @@ def _where_rows(pick, a, b):
 
 def run_search(params, config: ModelConfig, search_config: SearchConfig, episode: Episode,
                rng: jax.Array, *, reward_fn: TokenReward | None, allowed: jax.Array,
-               eos_id: int, kept: KeptTree | None = None) -> SearchOutput:
+               eos_id: int, kept: KeptTree | None = None,
+               allowance: jax.Array | None = None) -> SearchOutput:
   """Searches from each row's current end. Jit the caller; every argument but the configs,
   `reward_fn` and `eos_id` is an array. `reward_fn=None` is value-only search: the tree never
   calls a reward, and an answer is worth the value of the state its last token was chosen in.
   `kept`: the last step's tree re-rooted at the committed token (`tree_reuse.reroot`); rows
-  without a kept root start a fresh tree."""
+  without a kept root start a fresh tree. `allowance` [B] (`search.allocation=adaptive`): the
+  simulations a row may run this step, at most `step_simulations`; it stops earlier once its
+  choice is settled."""
   batch = episode.prompt.shape[0]
   num_actions = num_candidates(search_config, config.vocab_size)
   max_depth = search_depth(search_config, episode.max_new_tokens)
   size = num_nodes(search_config)
   reselect = search_config.terminal_reselect
-  num_selections = search_config.num_simulations * (reselect + 1)
+  max_simulations = step_simulations(search_config)
+  num_selections = max_simulations * (reselect + 1)
   prior, candidates, valid = tree_nodes.top_k(episode.logits, allowed, num_actions)
   if kept is not None:
     # A kept root's candidates and raw prior are the ones its expansion stored.
@@ -361,8 +374,8 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
   def simulation(_, loop: _Loop) -> _Loop:
     key, simulate_key, _ = jax.random.split(loop.key, 3)  # mctx's split (its expand key unused)
     zero = jnp.zeros((batch,), jnp.int32)
-    state = (loop.tree, jnp.zeros((batch,), bool), zero, zero, loop.num_nodes < size,
-             simulate_key)
+    state = (loop.tree, jnp.zeros((batch,), bool), zero, zero,
+             (loop.num_nodes < size) & loop.running, simulate_key)
     tree, found, parent, action, _, _ = jax.lax.fori_loop(0, reselect + 1, attempt, state)
     child = loop.num_nodes
     parent_value = tree.raw_values[rows, parent]
@@ -376,28 +389,48 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
     live = ~episode.done
     scored = found & new.newly_terminal & (reward_fn is not None)
     better = scored & live & (new.reward > loop.best_reward)
+    simulations = loop.simulations + loop.running
+    running = loop.running & (simulations < limit)
+    if allowance is not None:  # adaptive: stop once every considered action was tried and one
+      # holds settled_weight of the policy
+      tried = jnp.sum(tree.children_visits[:, ROOT] > tree.extra_data.visits_before, axis=-1)
+      settled = ((tried >= considered) &
+                 (jnp.max(policy(tree), axis=-1) >= search_config.settled_weight))
+      running = running & ~settled
     return _Loop(key, tree, loop.num_nodes + found,
                  loop.forward_tokens + (found & live), loop.reward_calls + scored,
                  jnp.where(better, new.reward, loop.best_reward),
                  jnp.where(better[:, None], new.answer, loop.best_answer),
-                 jnp.where(better, new.answer_len, loop.best_answer_len))
+                 jnp.where(better, new.answer_len, loop.best_answer_len), simulations, running)
 
+  def policy(tree):
+    """The search policy at the root [B, K]: Gumbel's improved policy, or PUCT's visits."""
+    if search_config.algorithm == "gumbel":
+      completed_q = jax.vmap(qtransform, in_axes=[0, None])(tree, ROOT)
+      return jax.nn.softmax(_mask_invalid(root_prior + completed_q, invalid))
+    return tree.summary().visit_probs
+
+  considered = jnp.minimum(search_config.max_num_considered_actions, jnp.sum(valid, axis=-1))
+  if allowance is None:
+    limit = jnp.full((batch,), search_config.num_simulations, jnp.int32)
+  else:
+    limit = jnp.minimum(allowance, max_simulations).astype(jnp.int32)
   zero = jnp.zeros((batch,), jnp.int32)
   loop = jax.lax.fori_loop(
-      0, search_config.num_simulations, simulation,
+      0, search_config.num_simulations if allowance is None else max_simulations, simulation,
       _Loop(rng if search_config.algorithm == "gumbel" else search_key, tree, used, zero, zero,
-            jnp.full((batch,), -jnp.inf, jnp.float32), episode.completion, zero))
+            jnp.full((batch,), -jnp.inf, jnp.float32), episode.completion, zero, zero,
+            limit > 0))
   tree = loop.tree
   summary = tree.summary()
+  action_weights = policy(tree)
   if search_config.algorithm == "gumbel":
     step_visits = summary.visit_counts - tree.extra_data.visits_before
     considered_visit = jnp.max(step_visits, axis=-1, keepdims=True)
     completed_q = jax.vmap(qtransform, in_axes=[0, None])(tree, ROOT)
     action = _masked_argmax(_score_considered(considered_visit, gumbel, root_prior, completed_q,
                                               step_visits), invalid)
-    action_weights = jax.nn.softmax(_mask_invalid(root_prior + completed_q, invalid))
   else:
-    action_weights = summary.visit_probs
     logits = jnp.log(jnp.maximum(action_weights, jnp.finfo(action_weights.dtype).tiny))
     action = jax.random.categorical(rng, logits - jnp.max(logits, axis=-1, keepdims=True))
   token = jnp.take_along_axis(candidates, action[:, None], axis=1)[:, 0]
@@ -415,4 +448,5 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
       best_reward=loop.best_reward,
       best_answer=loop.best_answer,
       best_answer_len=loop.best_answer_len,
+      simulations=loop.simulations,
       tree=tree)

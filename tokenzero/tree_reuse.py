@@ -2,8 +2,8 @@
 
 `reroot` compacts the committed child's subtree to the front of the arena (the child at index 0),
 renumbering parents, children and paths, and frees the rest. Nodes are allocated after their
-parents, so keeping the oldest nodes of the subtree keeps a tree; it keeps at most
-`max_nodes - num_simulations` of them, so the next step always has room for its simulations. An
+parents, so keeping the oldest nodes of the subtree keeps a tree; it keeps at most `max_nodes`
+minus a step's most simulations of them, so the next step always has room for its simulations. An
 edge whose child was dropped is reset to unvisited (its visits leave the parent's count as they
 were: the parent's value keeps what they found).
 
@@ -82,7 +82,7 @@ def reroot(search_config: SearchConfig, out: search_lib.SearchOutput,
   """The search's tree re-rooted at the child of slot `slot` [B] -> (KeptTree, fraction of the
   tree's nodes kept [B]). A row whose child was never expanded keeps nothing (`reused` False)."""
   size = out.tree.node_visits.shape[1]
-  keep_max = max(1, size - search_config.num_simulations)
+  keep_max = max(1, size - search_lib.step_simulations(search_config))
   tree, count = jax.vmap(_reroot_one, in_axes=(0, 0, 0, None))(out.tree, out.num_nodes, slot,
                                                                keep_max)
   kept = search_lib.KeptTree(tree=tree, num_nodes=jnp.maximum(count, 1), reused=count > 0)

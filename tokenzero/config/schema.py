@@ -65,15 +65,21 @@ class SearchConfig:
   # Keep the committed child's subtree, with its statistics, as the next step's tree (one tree
   # per answer). False: a fresh tree at every step (the ablation).
   reuse_tree: bool = True
-  # Nodes of the search's arena; 0: num_simulations + 1, or 2 * num_simulations + 1 with
-  # reuse_tree. A full arena ends a row's search; reuse keeps at most max_nodes -
-  # num_simulations nodes (the oldest), so every step has room for its simulations.
+  # Nodes of the search's arena; 0: room for a step's simulations (S, or 2 S with adaptive
+  # allocation) + 1, plus S more to keep with reuse_tree. A full arena ends a row's search; reuse
+  # keeps at most max_nodes minus a step's simulations (the oldest nodes).
   max_nodes: int = 0
   # The answer a decoder returns: "visits" (the tokens the search committed, step by step) or
   # "best_terminal" (the best complete answer the tree verified with the reward, as best-of-n
   # returns its best sample; the committed answer when the tree verified none). Value-only
   # search has no reward and plays by visits. Measured in experiments/search_defaults.py.
   select: str = "best_terminal"
+  # "uniform": num_simulations at every step. "adaptive": a budget of num_simulations per token
+  # over the answer; a step stops once the root's choice is settled (one action holds
+  # settled_weight of the search policy after every considered action was tried) and banks the
+  # rest for later steps, up to 2 * num_simulations in one step (decoders; self-play is uniform).
+  allocation: str = "uniform"
+  settled_weight: float = 0.9
   # Times a row selects again after a simulation ends at a known node (terminal, or at the depth
   # limit), so that each batched forward expands a new node. 0: mctx's statistics exactly.
   terminal_reselect: int = 0

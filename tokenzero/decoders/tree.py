@@ -36,6 +36,8 @@ class TreeSearch:
   subtree is the next step's tree, and playing a token the tree expanded runs no forward. With
   `search.select="best_terminal"` and a reward, the answer is the best complete one the tree
   verified over all steps (its reward is the score); the played answer when there is none.
+  With `search.allocation="adaptive"` the S simulations per token are a budget over the answer:
+  a step stops once its choice is settled and later steps spend what it left (at most 2 S).
   """
   search: SearchConfig = SearchConfig()
   reward: str = "tree"
@@ -61,14 +63,19 @@ class TreeSearch:
     searching = self.search.num_simulations > 0
     reuse = searching and self.search.reuse_tree
     kept = search_lib.no_kept_tree(config, self.search, state) if reuse else None
+    adaptive = self.search.allocation == "adaptive"
 
     def body(carry, step_key):
-      state, kept, last_value, spent, scored, best = carry
+      state, kept, last_value, spent, scored, best, bank = carry
       live = ~state.done
       if searching:
+        # Adaptive: this step's S plus what earlier, settled steps left unspent.
+        allowance = bank + self.search.num_simulations if adaptive else None
         out = search_lib.run_search(params, config, self.search, state, step_key,
                                     reward_fn=reward_fn, allowed=allowed, eos_id=eos_id,
-                                    kept=kept)
+                                    kept=kept, allowance=allowance)
+        if adaptive:
+          bank = jnp.where(live, allowance - out.simulations, bank)
         slot, value = out.action, out.search_value
         if self.search.algorithm == "puct":
           # action_weights are the visit counts, normalised; argmax breaks ties to the lower
@@ -85,7 +92,7 @@ class TreeSearch:
           state, ran = tree_reuse.advance(params, config, self.search, state, out, slot, eos_id)
           # The forward that plays the pick, billed to the rows that ran it.
           return (state, kept, jnp.where(live, value, last_value), spent + ran, scored,
-                  best), None
+                  best, bank), None
         token = pick(out.candidates, slot)
       else:
         # prior, ids [B, K]: the candidates the search would choose among.
@@ -96,12 +103,12 @@ class TreeSearch:
       last_value = jnp.where(live, value, last_value)
       state = episode_lib.step(params, config, state, token.astype(jnp.int32), eos_id)
       # The forward that plays the pick, billed to live rows only (as every decoder bills).
-      return (state, kept, last_value, spent + live, scored, best), None
+      return (state, kept, last_value, spent + live, scored, best, bank), None
 
     zero = jnp.zeros((batch,), jnp.int32)
     no_best = (jnp.full((batch,), -jnp.inf, jnp.float32), state.completion, zero)
-    (state, _, last_value, spent, scored, best), _ = jax.lax.scan(
-        body, (state, kept, jnp.zeros((batch,), jnp.float32), zero, zero, no_best),
+    (state, _, last_value, spent, scored, best, _), _ = jax.lax.scan(
+        body, (state, kept, jnp.zeros((batch,), jnp.float32), zero, zero, no_best, zero),
         jax.random.split(rng, max_new_tokens))
     if self.search.select == "best_terminal" and reward_fn is not None:
       # The best answer the tree verified, as best-of-n returns its best sample.
