@@ -66,7 +66,7 @@ def add_check_reward(sub) -> None:
 def add_eval(sub) -> None:
   p = sub.add_parser("eval", help="matched-compute sweep of decoding methods over budgets",
                      description="Runs each method at each budget b (best-of-b, beam width b, "
-                     "search with b-1 simulations per token) on a run's held-out prompts and "
+                     "search with b simulations per token) on a run's held-out prompts and "
                      "measures what each spends: forward tokens, reward (verifier) calls and "
                      "wall-clock per answer; writes JSON and a plot of reward vs forward tokens "
                      f"and vs wall-clock. Methods: {', '.join(METHODS)}.")
@@ -94,7 +94,7 @@ def add_decode(sub) -> None:
   p.add_argument("model", metavar="MODEL_DIR|FILE.gguf|RUN_DIR")
   p.add_argument("--method", default="greedy")
   p.add_argument("--budget", type=int, help="forward tokens per generated token (beam width, "
-                 "samples, simulations + 1); default 1 for greedy/samplers, else 4")
+                 "samples, simulations); default 1 for greedy/samplers, else 4")
   p.add_argument("--prompt", metavar="TEXT", help="prompt text, encoded by the model's tokenizer")
   p.add_argument("--token-ids", metavar="1,2,3", help="prompt as token ids")
   p.add_argument("--chat", action="store_true", help="wrap --prompt as a user message in the "
