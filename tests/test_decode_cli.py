@@ -114,3 +114,27 @@ def test_user_errors_are_one_line(model_dir, tmp_path, capsys):
   assert code == 2 and "token ids" in err
   code, _, err = _decode(capsys, path, "--prompt", "the", "--method", "nope")
   assert code == 2 and "unknown method" in err
+
+
+def test_prompts_file_decodes_a_batch_and_reports_the_search(model_dir, tmp_path, capsys):
+  """--prompts decodes the file's prompts together (right-padded): greedy gives each the tokens
+  it gets alone; a tree method also prints its simulations/s and tree memory."""
+  path, _ = model_dir
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("the cat sat\nthe dog\n")
+  code, out, err = _decode(capsys, path, "--prompts", prompts, "--max-new-tokens", 4, "--json")
+  assert code == 0, err
+  batch = [json.loads(line) for line in out.splitlines()]
+  for row, text in zip(batch, ["the cat sat", "the dog"]):
+    code, alone, err = _decode(capsys, path, "--prompt", text, "--max-new-tokens", 4, "--json")
+    assert code == 0, err
+    alone = json.loads(alone)
+    assert row["token_ids"] == alone["token_ids"]
+    np.testing.assert_allclose(row["logprobs"], alone["logprobs"], atol=1e-5)
+  reward = tmp_path / "reward.py"
+  reward.write_text("def score(prompt, completion):\n  return float('cat' in completion)\n")
+  code, out, err = _decode(capsys, path, "--prompts", prompts, "--max-new-tokens", 3,
+                           "--method", "mcts", "--budget", 3, "--reward", f"{reward}:score")
+  assert code == 0, err
+  assert len(out.splitlines()) == 2
+  assert "simulations/s" in err and "tree arena 7 nodes x 2 rows" in err

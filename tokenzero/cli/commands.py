@@ -141,37 +141,63 @@ def cmd_eval(args) -> int:
   return 0
 
 
+def _decode_prompt_ids(args, policy, inference) -> list[list[int]]:
+  """The prompts of `decode` as token ids: --token-ids, --prompt or --prompts, --chat wrapped."""
+  if args.token_ids is not None:
+    if args.chat:
+      raise UsageError("--chat applies the chat template to --prompt TEXT or --prompts FILE")
+    return [[int(t) for t in args.token_ids.split(",") if t.strip()]]
+  if args.prompts is not None:
+    from tokenzero.tasks import read_prompts
+    texts = read_prompts(args.prompts)
+  else:
+    texts = [args.prompt]
+  if not args.chat:
+    return [inference.encode_prompt(policy, text) for text in texts]
+  if not hasattr(policy.tokenizer, "chat_prompt"):
+    raise UsageError(f"--chat needs a model with a chat template ({args.model}'s tokenizer is "
+                     f"{policy.tokenizer.describe()})")
+  # The template writes every special token itself, as transformers' apply_chat_template.
+  return [policy.tokenizer.encode_continuation(policy.tokenizer.chat_prompt(text))
+          for text in texts]
+
+
+def _search_line(method: str, stats) -> str:
+  """A tree method's measured throughput and tree memory, for stderr."""
+  simulations = stats.num_simulations * stats.batch * stats.max_new_tokens
+  return (f"{method}: {stats.batch} prompts x {stats.max_new_tokens} tokens, "
+          f"{stats.num_simulations} simulations per token (at most {simulations}): "
+          f"{stats.forward_tokens} forward tokens in {stats.decode_s:.2f} s "
+          f"(compile {stats.compile_s:.1f} s) = {stats.forward_tokens_per_s:.1f} simulations/s "
+          f"(forwards run); tree arena {stats.tree_nodes} nodes x {stats.batch} rows = "
+          f"{stats.tree_bytes / 2**20:.2f} MiB "
+          f"({stats.tree_bytes / max(1, stats.tree_nodes * stats.batch) / 1024:.1f} KiB/node)")
+
+
 def cmd_decode(args) -> int:
   from tokenzero import decoders, inference, rewards
   from tokenzero.methods import FIXED_COST_METHODS, parse_methods
-  if (args.prompt is None) == (args.token_ids is None):
-    raise UsageError("give exactly one of --prompt TEXT and --token-ids 1,2,3")
+  if sum(x is not None for x in (args.prompt, args.token_ids, args.prompts)) != 1:
+    raise UsageError("give exactly one of --prompt TEXT, --token-ids 1,2,3 and --prompts FILE")
   [method] = parse_methods(args.method)
   policy = inference.load_policy(args.model, dtype=args.dtype)
-  if args.chat and args.prompt is None:
-    raise UsageError("--chat applies the chat template to --prompt TEXT")
-  if args.token_ids is not None:
-    prompt_ids = [int(t) for t in args.token_ids.split(",") if t.strip()]
-  elif args.chat:
-    if not hasattr(policy.tokenizer, "chat_prompt"):
-      raise UsageError(f"--chat needs a model with a chat template ({args.model}'s tokenizer is "
-                       f"{policy.tokenizer.describe()})")
-    # The template writes every special token itself, as transformers' apply_chat_template.
-    prompt_ids = policy.tokenizer.encode_continuation(policy.tokenizer.chat_prompt(args.prompt))
-  else:
-    prompt_ids = inference.encode_prompt(policy, args.prompt)
+  prompts = _decode_prompt_ids(args, policy, inference)
   reward_fn = None
   if args.reward:
     reward_fn = rewards.token_reward(rewards.load_reward(args.reward), policy.tokenizer)
   budget = args.budget or (1 if method in FIXED_COST_METHODS else 4)
   options = decoders.MethodOptions(search=policy.search, search_noise=args.search_noise)
-  out = inference.complete(policy, prompt_ids, method=method, budget=budget,
-                           max_new_tokens=args.max_new_tokens or 0, seed=args.seed,
-                           reward_fn=reward_fn, options=options)
-  if args.json:
-    print(json.dumps({"method": method, "budget": budget, **dataclasses.asdict(out)}))
-  else:
-    print(out.text)
+  outs, stats = inference.complete_batch(policy, prompts, method=method, budget=budget,
+                                         max_new_tokens=args.max_new_tokens or 0,
+                                         seed=args.seed, reward_fn=reward_fn, options=options)
+  if stats.tree_nodes:
+    print(_search_line(method, stats), file=sys.stderr, flush=True)
+  for out in outs:
+    if args.json:
+      print(json.dumps({"method": method, "budget": budget, **dataclasses.asdict(out),
+                        "stats": dataclasses.asdict(stats)}))
+    else:
+      print(out.text if args.prompts is None else json.dumps(out.text))
   return 0
 
 

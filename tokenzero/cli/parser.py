@@ -85,19 +85,24 @@ def add_eval(sub) -> None:
 
 
 def add_decode(sub) -> None:
-  p = sub.add_parser("decode", help="complete one prompt with a decoding method",
-                     description="Decodes one prompt with an HF model directory (config.json + "
+  p = sub.add_parser("decode", help="complete prompts with a decoding method",
+                     description="Decodes one prompt (or a file of them, together) with an HF "
+                     "model directory (config.json + "
                      "safetensors + tokenizer.json), a Llama GGUF file, or a training run's "
                      "newest checkpoint. "
                      f"Methods: {', '.join(METHODS)}. best_of_n, mcts and mcts_puct call a "
-                     "reward: a run's own, or --reward (an HF model has none).")
+                     "reward: a run's own, or --reward (an HF model has none). Tree methods "
+                     "print (to stderr) the measured simulations/s and the tree's memory.")
   p.add_argument("model", metavar="MODEL_DIR|FILE.gguf|RUN_DIR")
   p.add_argument("--method", default="greedy")
   p.add_argument("--budget", type=int, help="forward tokens per generated token (beam width, "
                  "samples, simulations); default 1 for greedy/samplers, else 4")
   p.add_argument("--prompt", metavar="TEXT", help="prompt text, encoded by the model's tokenizer")
   p.add_argument("--token-ids", metavar="1,2,3", help="prompt as token ids")
-  p.add_argument("--chat", action="store_true", help="wrap --prompt as a user message in the "
+  p.add_argument("--prompts", metavar="FILE", help="prompts, one per line (.txt) or .jsonl with "
+                 "a 'prompt' field, decoded together as one batch; one answer per line")
+  p.add_argument("--chat", action="store_true", help="wrap --prompt (or each of --prompts) as a "
+                 "user message in the "
                  "model's chat template (tokenizer_config.json's or the GGUF's)")
   p.add_argument("--max-new-tokens", type=int, help="answer budget (default: the run's, or "
                  "32 for an HF model)")
