@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import search_reference
-from tokenzero import episode as episode_lib, prompts, search as search_lib, tree_nodes
+from tokenzero import episode as episode_lib, prompts, search as search_lib, tree_nodes, tree_walk
 from tokenzero import model as model_lib
 from tokenzero.config import SearchConfig
 from tokenzero.tokenizer import answer_mask
@@ -149,3 +149,9 @@ def test_a_full_arena_ends_the_rows_search(tiny_params, tiny_config, sort_task, 
   # filled; none after.
   root_visits = tree.children_visits[:, 0].sum(-1)
   assert np.all((root_visits >= 4) & (root_visits < search_config.num_simulations))
+
+
+def test_the_tree_walk_uses_mctx_tree_indices():
+  """tree_walk reads the tree without importing mctx: its root and unvisited markers are mctx's."""
+  import mctx
+  assert (tree_walk.ROOT, tree_walk.UNVISITED) == (mctx.Tree.ROOT_INDEX, mctx.Tree.UNVISITED)

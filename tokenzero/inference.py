@@ -19,8 +19,10 @@ import numpy as np
 import optax
 
 from tokenzero import decoders
+from tokenzero import episode as episode_lib
 from tokenzero import model as model_lib
 from tokenzero import run as run_lib
+from tokenzero import search as search_lib
 from tokenzero.config import ModelConfig, SearchConfig
 from tokenzero.methods import VERIFIER_METHODS
 from tokenzero.rewards import TokenReward
@@ -135,9 +137,6 @@ def search_arena(policy: Policy, search_config: SearchConfig, *, batch: int, pro
   """(nodes per row, bytes of all rows) of the tree a search decoder carries over an answer,
   from the shapes of its arrays (`jax.eval_shape`: nothing is allocated or run): an arena of
   `search.num_nodes` nodes, each with its statistics, candidates, path and one token's KV."""
-  from tokenzero import episode as episode_lib
-  from tokenzero import search as search_lib
-
   def arena(params, prompt, prompt_len):
     state = episode_lib.start(params, policy.config, prompt, prompt_len, max_new_tokens)
     return search_lib.no_kept_tree(policy.config, search_config, state)

@@ -5,8 +5,8 @@ An action appends a token. The actions of a node are slots over its top-K candid
 no array of the tree is sized by the vocabulary. The tree is an `mctx.Tree` (batch first,
 `[B, N, ...]`) in an arena of `search.max_nodes` nodes, allocated in order; its embeddings are
 `tree_nodes.Nodes`, one token of KV per node. Actions are chosen by mctx's public selection
-functions and Q transforms; the loop (select, expand, back up) and the node allocator are ours,
-because mctx's are private and tie a node's index to the simulation's number.
+functions and Q transforms; the loop (select, expand, back up: `tree_walk`) and the node
+allocator are ours, because mctx's are private and tie a node's index to the simulation's number.
 
 One simulation selects from the root until it reaches an action no one has taken (a new node:
 one forward for the row), a terminal node or a node at the depth limit. The last two are known:
@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from tokenzero import tree_nodes
+from tokenzero import tree_nodes, tree_walk
 from tokenzero.config import ModelConfig, SearchConfig
 from tokenzero.episode import Episode
 from tokenzero.rewards import TokenReward
@@ -86,13 +86,6 @@ class _RootData(NamedTuple):
   visits_before: jax.Array  # [B, K] int32 root child visits when this step began
 
 
-class _Selection(NamedTuple):
-  parent: jax.Array  # [B] node whose action is taken (-1 when the root is terminal)
-  action: jax.Array  # [B]
-  leaf: jax.Array  # [B] node reached: UNVISITED when the action is new
-  searching: jax.Array  # [B] bool: still looking for a node to expand
-
-
 class _Loop(NamedTuple):
   key: jax.Array
   tree: mctx.Tree
@@ -127,86 +120,6 @@ def num_nodes(search_config: SearchConfig) -> int:
     return search_config.max_nodes
   step = step_simulations(search_config)
   return step + (search_config.num_simulations if search_config.reuse_tree else 0) + 1
-
-
-def _select_one(key, tree: mctx.Tree, select_fn, max_depth: int):
-  """One row (unbatched tree): from the root down to a new action or a known leaf. The keys
-  split as in mctx's `simulate`, so that selections that use them match it."""
-  def body(state):
-    key, _, _, node, depth, _ = state
-    key, select_key = jax.random.split(key)
-    action = select_fn(select_key, tree, node, depth)
-    child = tree.children_index[node, action]
-    depth = depth + 1
-    known = child != UNVISITED
-    go_on = known & (depth < max_depth) & ~tree.embeddings.terminal[jnp.maximum(child, 0)]
-    return key, node, action, child, depth, go_on
-
-  root_live = ~tree.embeddings.terminal[ROOT]
-  init = (key, jnp.int32(-1), jnp.int32(-1), jnp.int32(ROOT), jnp.int32(0), root_live)
-  _, parent, action, leaf, _, _ = jax.lax.while_loop(lambda s: s[-1], body, init)
-  return parent, action, leaf
-
-
-def _backward_one(tree: mctx.Tree, leaf, active) -> mctx.Tree:
-  """One row: mctx's backup from `leaf` to the root (the same arithmetic, so the same floats);
-  nothing when not `active`."""
-  def body(state):
-    tree, leaf_value, index = state
-    parent = tree.parents[index]
-    count = tree.node_visits[parent]
-    action = tree.action_from_parent[index]
-    reward = tree.children_rewards[parent, action]
-    leaf_value = reward + tree.children_discounts[parent, action] * leaf_value
-    parent_value = (tree.node_values[parent] * count + leaf_value) / (count + 1.0)
-    tree = tree.replace(
-        node_values=tree.node_values.at[parent].set(parent_value),
-        node_visits=tree.node_visits.at[parent].set(count + 1),
-        children_values=tree.children_values.at[parent, action].set(tree.node_values[index]),
-        children_visits=tree.children_visits.at[parent, action].add(1))
-    return tree, leaf_value, parent
-
-  start = jnp.where(active, leaf, ROOT).astype(jnp.int32)
-  tree, _, _ = jax.lax.while_loop(lambda s: s[2] != ROOT, body,
-                                  (tree, tree.node_values[start], start))
-  return tree
-
-
-def _visit_known(tree: mctx.Tree, leaf, active) -> mctx.Tree:
-  """A simulation that ended at a known node (terminal, or at the depth limit) counts a visit
-  there and backs up its stored value: what mctx's re-expansion of it would leave."""
-  rows = jnp.arange(leaf.shape[0])
-  visits = tree.node_visits.at[rows, jnp.where(active, leaf, tree.node_visits.shape[1])].add(
-      1, mode="drop")
-  return jax.vmap(_backward_one)(tree.replace(node_visits=visits), leaf, active)
-
-
-def _add_child(tree: mctx.Tree, parent, action, child, new: tree_nodes.Expansion, write):
-  """Writes the expanded child into the arena (rows where `write`), as mctx's `expand`."""
-  rows = jnp.arange(parent.shape[0])
-  size = tree.node_visits.shape[1]
-  child = jnp.where(write, child, size)  # out of range: dropped
-  parent_at = jnp.where(write, parent, size)
-  set_node = lambda x, v: x.at[rows, child].set(v.astype(x.dtype), mode="drop")
-  set_edge = lambda x, v: x.at[rows, parent_at, action].set(v.astype(x.dtype), mode="drop")
-  nodes = tree.embeddings
-  nodes = tree_nodes.Nodes(
-      token=set_node(nodes.token, new.token), depth=set_node(nodes.depth, new.depth),
-      terminal=set_node(nodes.terminal, new.terminal),
-      candidates=set_node(nodes.candidates, new.candidates), path=set_node(nodes.path, new.path),
-      k=None if nodes.k is None else set_node(nodes.k, new.k),
-      v=None if nodes.v is None else set_node(nodes.v, new.v))
-  return tree.replace(
-      children_prior_logits=set_node(tree.children_prior_logits, new.prior_logits),
-      raw_values=set_node(tree.raw_values, new.value),
-      node_values=set_node(tree.node_values, new.value),
-      node_visits=set_node(tree.node_visits, jnp.ones_like(parent)),
-      embeddings=nodes,
-      children_index=set_edge(tree.children_index, child),
-      children_rewards=set_edge(tree.children_rewards, new.reward),
-      children_discounts=set_edge(tree.children_discounts, new.discount),
-      parents=set_node(tree.parents, parent),
-      action_from_parent=set_node(tree.action_from_parent, action))
 
 
 def _new_tree(root_prior, root_value, nodes: tree_nodes.Nodes, invalid, extra_data) -> mctx.Tree:
@@ -355,7 +268,7 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
     return jax.lax.cond(depth == 0, lambda: root_fn(key, tree, node, depth),
                         lambda: interior_fn(key, tree, node, depth))
 
-  select = jax.vmap(functools.partial(_select_one, select_fn=select_fn, max_depth=max_depth))
+  select = jax.vmap(functools.partial(tree_walk.select_one, select_fn=select_fn, max_depth=max_depth))
   expand = functools.partial(tree_nodes.expand, params, config, search_config, episode, allowed,
                              reward_fn, eos_id)
   rows = jnp.arange(batch)
@@ -367,7 +280,7 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
     new_parent, new_action, leaf = select(jax.random.split(key, batch), tree)
     new = searching & (leaf == UNVISITED)
     known = searching & (leaf != UNVISITED)
-    tree = _visit_known(tree, leaf, known)
+    tree = tree_walk.visit_known(tree, leaf, known)
     return (tree, found | new, jnp.where(new, new_parent, parent),
             jnp.where(new, new_action, action), known, simulate_key)
 
@@ -384,8 +297,8 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
         jnp.any(found),
         lambda: expand(tree.embeddings, parent, action, parent_value, child),
         lambda: tree_nodes.skip_expand(tree.embeddings, parent, episode.completion))
-    tree = _add_child(tree, parent, action, child, new, found)
-    tree = jax.vmap(_backward_one)(tree, child, found)
+    tree = tree_walk.add_child(tree, parent, action, child, new, found)
+    tree = jax.vmap(tree_walk.backward_one)(tree, child, found)
     live = ~episode.done
     scored = found & new.newly_terminal & (reward_fn is not None)
     better = scored & live & (new.reward > loop.best_reward)
