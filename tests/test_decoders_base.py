@@ -38,9 +38,11 @@ def test_value_beam_bills_only_the_slots_that_hold_a_beam(decoder_model):
 
 
 def test_tree_search_bills_its_simulations_and_its_steps_while_a_row_is_live(decoder_model):
-  """S simulations plus the forward that plays the search's pick, per answer token: row 1's
-  reward pays EOS first, so its answer (and its bill) ends after one step; row 0 goes on."""
-  search = SearchConfig(num_simulations=3, gumbel_scale=0.0)
+  """A fresh tree per token: S simulations plus the forward that plays the search's pick, per
+  answer token: row 1's reward pays EOS first, so its answer (and its bill) ends after one step;
+  row 0 goes on. (With one tree per answer the pick's forward is its node's: see
+  test_decoders_tree.)"""
+  search = SearchConfig(num_simulations=3, gumbel_scale=0.0, reuse_tree=False)
   out = run(decoder_model, decoders.TreeSearch(search), allowed=EARLY,
             reward_fn=first_token_reward([7, EOS]))
   np.testing.assert_array_equal(out.completion[:, 0], [7, EOS])

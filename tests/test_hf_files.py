@@ -139,7 +139,7 @@ def test_search_on_50k_vocab_is_sized_by_candidates(tmp_path):
           jnp.full((batch,), prompt_len, jnp.int32), jax.random.key(0))
   jaxpr = jax.make_jaxpr(search)(*args)
   tree = jax.eval_shape(search, *args).tree
-  nodes = sims + 1
+  nodes = search_lib.num_nodes(search_config)  # with one tree per answer: 2 S + 1
   tree_bytes = 0
   for leaf in jax.tree.leaves(tree):
     assert vocab not in leaf.shape, leaf.shape

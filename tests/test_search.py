@@ -204,7 +204,7 @@ def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
   assert np.any(at_depth(1) & (first == eos))
 
 
-@pytest.mark.parametrize("settled_weight", [1.0, 1e-6])
+@pytest.mark.parametrize("settled_weight", [1e-6])
 def test_adaptive_allocation_runs_its_allowance_or_stops_when_settled(
     tiny_params, tiny_config, sort_task, batch, settled_weight):
   """A row runs its allowance (at most 2 S) unless its choice settles first: with a weight of 1

@@ -175,7 +175,8 @@ def test_anchor_loss_is_in_the_learner_and_lowers_demo_nll(sort_task, tiny_confi
       policy_ids=jnp.asarray(rng.integers(3, tokenizer.vocab_size, (batch, steps, k))),
       policy_weights=jnp.full((batch, steps, k), 1.0 / k), step_mask=jnp.ones((batch, steps), bool),
       reward=jnp.asarray(rng.uniform(size=batch), jnp.float32),
-      search_value=jnp.zeros((batch, steps)), root_value=jnp.zeros((batch, steps)))
+      search_value=jnp.zeros((batch, steps)), root_value=jnp.zeros((batch, steps)),
+      tree_kept=jnp.zeros((batch, steps)))
   nll_start = float(demos_lib.lm_loss(tiny_params, tiny_config, anchor))
   optimizer = learner.make_optimizer(OptimConfig(learning_rate=1e-2, warmup_steps=0), 10)
 

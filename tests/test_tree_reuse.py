@@ -72,7 +72,7 @@ def _check_structure(tree, count):
     assert np.all(tree.node_visits[row, count[row]:] == 0)
 
 
-@pytest.mark.parametrize("algorithm,max_nodes", [("gumbel", 0), ("puct", 0), ("gumbel", 14)])
+@pytest.mark.parametrize("algorithm,max_nodes", [("puct", 0), ("gumbel", 14)])
 def test_reroot_keeps_the_subtree_with_its_statistics(tiny_params, tiny_config, sort_task, batch,
                                                       algorithm, max_nodes):
   search_config = SearchConfig(algorithm=algorithm, num_simulations=12, top_k=3,
