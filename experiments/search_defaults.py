@@ -1,11 +1,13 @@
-"""Which search defaults `mcts` gets at evaluation: tree reuse on/off x `search.select`.
+"""Which search defaults `mcts` gets at evaluation: tree reuse, `search.select`, and more.
 
 On the networks experiments/all_tasks.py trained (its `<task>/run` checkpoints: the weak one at
-iteration 10 and the newest), 128 held-out prompts, budgets 4 and 16: mcts (and mcts_value)
-with a fresh tree per token, with one tree per answer, and with one tree per answer returning
-the best verified answer; best-of-n beside them. Prints one JSON line per cell and saves them.
+iteration 10 and the newest), 128 held-out prompts, budgets 4 and 16: `mcts` (and `mcts_value`,
+or best-of-n beside "reuse+best") with each variant of `VARIANTS` (a fresh tree per token; one
+tree per answer; `best_terminal`; terminal reselection; an evaluation `value_scale` of 0.1;
+adaptive allocation). Prints one JSON line per cell and saves them.
 
-  python experiments/search_defaults.py sort,addition
+  python experiments/search_defaults.py [TASKS [VARIANTS [BUDGETS [OUT.json]]]]
+  python experiments/search_defaults.py sort,addition reuse+best,reuse+best+adaptive 4,16
 """
 import dataclasses
 import json
