@@ -18,36 +18,40 @@ TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("run")
-  config = config_lib.resolve(overrides=TINY + ["iterations=2", "checkpoint_every=1"])
+  config = config_lib.resolve(overrides=TINY + ["iterations=3", "checkpoint_every=1"])
   rows = train_lib.train(config, out, progress=False, log=lambda s: None)
   return out, rows
 
 
 def test_train_writes_a_complete_run(finished_run):
   out, rows = finished_run
-  assert [r["iteration"] for r in rows] == [0, 1, 2]
+  assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
   for key in ("iteration", "elapsed_s", "selfplay_reward", "loss_policy", "loss_value",
-              "eval_greedy_reward", "eval_greedy_success"):
+              "eval_greedy_reward", "eval_greedy_success", "compiles"):
     assert key in rows[-1], key
+  # Row 0 compiles the evaluation, iteration 1 self-play and the learner; then nothing may
+  # recompile: every later iteration (evaluation and checkpoint included) reuses those programs.
+  assert rows[0]["compiles"] > 0 and rows[1]["compiles"] > 0
+  assert [r["compiles"] for r in rows[2:]] == [0, 0]
   assert 0.0 <= rows[-1]["eval_greedy_success"] <= 1.0
   saved = json.loads((out / "config.json").read_text())
-  assert saved["model"]["vocab_size"] == 13 and saved["iterations"] == 2
+  assert saved["model"]["vocab_size"] == 13 and saved["iterations"] == 3
   assert saved["eval"]["split"] == "hash"
   lines = (out / "metrics.jsonl").read_text().splitlines()
-  assert [json.loads(l)["iteration"] for l in lines] == [0, 1, 2]
+  assert [json.loads(l)["iteration"] for l in lines] == [0, 1, 2, 3]
   assert (out / "learning_curve.png").stat().st_size > 1000
-  assert sorted(p.name for p in (out / "checkpoints").iterdir()
-                if p.name.isdigit()) == ["0", "1", "2"]
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()  # the last keep_checkpoints=3
+                if p.name.isdigit()) == ["1", "2", "3"]
 
 
 def test_resume_continues_to_the_new_total(finished_run, tmp_path):
   out, rows = finished_run
   copy = tmp_path / "copy"
   shutil.copytree(out, copy)
-  config = config_lib.resolve(overrides=TINY + ["iterations=3", "checkpoint_every=1"])
+  config = config_lib.resolve(overrides=TINY + ["iterations=4", "checkpoint_every=1"])
   resumed = train_lib.train(config, copy, resume=True, progress=False, log=lambda s: None)
-  assert [r["iteration"] for r in resumed] == [0, 1, 2, 3]
-  assert resumed[:3] == rows
+  assert [r["iteration"] for r in resumed] == [0, 1, 2, 3, 4]
+  assert resumed[:4] == rows
 
 
 def test_an_old_run_loads_and_resumes_on_its_old_evaluation_set(finished_run, tmp_path):
@@ -62,24 +66,24 @@ def test_an_old_run_loads_and_resumes_on_its_old_evaluation_set(finished_run, tm
   texts = prompts.eval_texts(setup.task, setup.config.seed, 16, split=setup.config.eval.split)
   assert texts == prompts.eval_prompts(setup.task.sample, setup.config.seed, 16)  # the old set
   with pytest.raises(config_lib.ConfigError, match=r"eval\.split"):  # not silently moved
-    train_lib.train(config_lib.resolve(overrides=TINY + ["iterations=3"]), old, resume=True,
+    train_lib.train(config_lib.resolve(overrides=TINY + ["iterations=4"]), old, resume=True,
                     progress=False)
-  config = config_lib.resolve(overrides=["iterations=3"], base=rundir.read_config(old))
+  config = config_lib.resolve(overrides=["iterations=4"], base=rundir.read_config(old))
   resumed = train_lib.train(config, old, resume=True, progress=False, log=lambda s: None)
-  assert [r["iteration"] for r in resumed] == [0, 1, 2, 3] and resumed[:3] == rows
+  assert [r["iteration"] for r in resumed] == [0, 1, 2, 3, 4] and resumed[:4] == rows
   assert json.loads((old / "config.json").read_text())["eval"]["split"] == "legacy"
 
 
 def test_resume_refuses_a_changed_config(finished_run):
   out, _ = finished_run
-  config = config_lib.resolve(overrides=TINY + ["iterations=2", "search.num_simulations=8"])
+  config = config_lib.resolve(overrides=TINY + ["iterations=3", "search.num_simulations=8"])
   with pytest.raises(config_lib.ConfigError, match="search.num_simulations"):
     train_lib.train(config, out, resume=True, progress=False)
 
 
 def test_fresh_run_refuses_an_existing_run_dir(finished_run):
   out, _ = finished_run
-  config = config_lib.resolve(overrides=TINY + ["iterations=2"])
+  config = config_lib.resolve(overrides=TINY + ["iterations=3"])
   with pytest.raises(config_lib.ConfigError, match="--resume"):
     train_lib.train(config, out, progress=False)
 

@@ -33,7 +33,9 @@ TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.
         "optim.steps_per_iteration=2", "optim.decay_steps=50"]
 # Iteration-independent schedule; a checkpoint every iteration.
 FAULT = TINY + ["checkpoint_every=1", "selfplay.final_temperature=1.0"]
-TIMING = ("elapsed_s", "selfplay_s", "train_s")
+# What differs between two processes running the same iterations: the timings, and the
+# compilations (a resumed process compiles, or loads from the cache, what the killed one had).
+PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "compiles")
 LAUNCH_TIMEOUT_S = 300
 
 
@@ -96,11 +98,11 @@ def checkpoint_steps(run: Path) -> list[int]:
 
 
 def metrics(run: Path) -> list[dict]:
-  """Rows without their timings, up to a last line that a kill may have cut."""
+  """Rows without their timings and compilations, up to a last line that a kill may have cut."""
   rows = []
   for line in (run / "metrics.jsonl").read_text().splitlines():
     try:
-      rows.append({k: v for k, v in json.loads(line).items() if k not in TIMING})
+      rows.append({k: v for k, v in json.loads(line).items() if k not in PER_PROCESS})
     except json.JSONDecodeError:
       break
   return rows
@@ -151,6 +153,11 @@ def test_kill_9_ten_times_then_resume_matches_an_uninterrupted_run(tmp_path, cli
   assert reference.wait() == 0, reference.describe()
   # Same seed and config: identical metrics, before and after every one of the resume points.
   assert resumed == metrics(reference_run), f"kill points {kill_points}"
+  # A fresh process that loads every program from the cache: the loads count, and after the
+  # first iteration nothing is compiled or loaded.
+  compiled = [json.loads(line)["compiles"]
+              for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
+  assert compiled[0] > 0 and compiled[1] > 0 and not any(compiled[2:]), compiled
   print(f"killed at checkpoints {kill_points}; resumed to iteration {final_iteration}")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from tokenzero import checkpoint as ckpt_lib
+from tokenzero import compiles as compiles_lib
 from tokenzero import config as config_lib
 from tokenzero import demos as demos_lib
 from tokenzero import evaluate, learner, plots, prompts, rewards, rundir, selfplay
@@ -74,7 +75,8 @@ def evaluate_now(loop: Loop, params) -> dict[str, float]:
 def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int
                   ) -> tuple[ckpt_lib.TrainState, learner.TrainMetrics, dict[str, Any]]:
   """Self-play on fresh prompts, then the learner's steps on its targets -> (new state, the
-  learner's per-step metrics, the iteration's metrics row without evaluation and elapsed_s)."""
+  learner's per-step metrics, the iteration's metrics row without evaluation, elapsed_s and
+  compiles)."""
   setup, config = loop.setup, loop.config
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), iteration)
   texts = loop.stream.draw(iteration, config.selfplay.batch_size)
@@ -182,6 +184,7 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
   else:
     rundir.check_fresh(out_dir)
   rundir.write_config(out_dir, config_dict)
+  counter = compiles_lib.Counter()  # the first row written counts the set-up's compilations.
 
   optimizer = learner.make_optimizer(config.optim,
                                      config.iterations * config.optim.steps_per_iteration)
@@ -203,15 +206,23 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
                 stream=prompts.training_stream(setup.task, config.seed, split=config.eval.split,
                                                eval_texts=eval_texts),
                 anchor_demos=anchor_demos, reference=reference)
-    return _loop(loop, state, rows, out_dir, checkpointer, config_dict, progress=progress,
-                 log=log)
+    return _loop(loop, state, rows, out_dir, checkpointer, config_dict, counter,
+                 progress=progress, log=log)
   finally:
     checkpointer.close()
 
 
 def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], out_dir: Path,
-          checkpointer: ckpt_lib.Checkpointer, config_dict: dict[str, Any], *, progress: bool,
+          checkpointer: ckpt_lib.Checkpointer, config_dict: dict[str, Any],
+          counter: compiles_lib.Counter, *, progress: bool,
           log: Callable[[str], None]) -> list[dict[str, Any]]:
+  """Iterations up to `config.iterations`, one metrics row each.
+
+  A row's `compiles` counts the XLA compilations (persistent-cache loads included) since the
+  previous row was written: the iteration's self-play, learner and evaluation, and the previous
+  iteration's checkpoint (saved after its row); the first row a process writes also counts the
+  set-up. Past the first iteration it is 0, unless some input changed shape or type.
+  """
   config = loop.config
   metrics_path = out_dir / rundir.METRICS_FILE
   elapsed_before = rows[-1]["elapsed_s"] if rows else 0.0
@@ -219,6 +230,7 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
   elapsed = lambda: round(elapsed_before + time.monotonic() - started, 3)
 
   def append(row):
+    row["compiles"] = counter.lap()
     rows.append(row)
     rundir.append_metrics(metrics_path, row)
 

@@ -1,7 +1,8 @@
 """A run directory on disk: its name, its lock, its saved config and its metrics file.
 
 A run directory holds `config.json` (the resolved config), `metrics.jsonl` (one row per
-iteration; row 0 evaluates the initial network), `checkpoints/<iteration>/`, the learning-curve
+iteration; row 0 evaluates the initial network; the keys are `loop.run_iteration`'s and
+`compiles`, see `loop._loop`), `checkpoints/<iteration>/`, the learning-curve
 plot and `.lock`, which one writing process holds for as long as it runs.
 """
 
