@@ -30,7 +30,7 @@ def test_eval_cli_writes_json_plot_and_table(tmp_path, capsys):
   required = {"method": str, "budget": int, "mean_reward": float, "success_rate": float,
               "forward_tokens_per_token": float, "forward_tokens_per_answer": float,
               "reward_calls_per_answer": float, "uses_verifier": bool, "wall_s": float,
-              "wall_s_per_answer": float, "stderr": float}
+              "wall_s_per_answer": float, "stderr": float, "compiles": int, "recompiles": int}
   for row in data["rows"]:
     assert set(row) == set(report.ROW_FIELDS)
     for key, kind in required.items():
@@ -38,6 +38,8 @@ def test_eval_cli_writes_json_plot_and_table(tmp_path, capsys):
     assert 0.0 <= row["mean_reward"] <= 1.0 and 0.0 <= row["success_rate"] <= 1.0
     assert row["num_prompts"] == 5 and row["wall_s"] >= 0 and math.isfinite(row["stderr"])
     assert 1 <= row["distinct_prompts"] <= 5
+    # Two batches of 4, the second padded: one program serves both, nothing recompiles.
+    assert row["compiles"] > 0 and row["recompiles"] == 0
     assert row["wall_s_per_answer"] == pytest.approx(row["wall_s"] / 5)
     # Both measured figures share the forwards: their ratio is the mean answer length.
     answer_tokens = row["forward_tokens_per_answer"] / row["forward_tokens_per_token"]

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tokenzero import compiles as compiles_lib
 from tokenzero import config as config_lib
 from tokenzero import decoders
 from tokenzero import prompts as prompts_lib
@@ -104,12 +105,13 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
       bar.update(task_id, description=f"{method} b={budget}")
       statics = dict(decoder=decoder, config=config, max_new_tokens=max_new_tokens,
                      eos_id=eos_id, reward_fn=reward_fn)
+      counter = compiles_lib.Counter()
       start = time.perf_counter()
       first_tokens, first_lengths, _ = chunks[0]
       compiled = decoders.decode.lower(params, first_tokens, first_lengths, jax.random.key(0),
                                        allowed, **statics).compile()
       compile_s = time.perf_counter() - start
-      rewards, spent, scored, answer_tokens, wall_s = [], [], [], [], 0.0
+      rewards, spent, scored, answer_tokens, wall_s, first_compiles = [], [], [], [], 0.0, 0
       for index, (chunk_tokens, chunk_lengths, real) in enumerate(chunks):
         # Same keys for every method: common random numbers make the comparison sharper.
         rng = jax.random.fold_in(jax.random.key(seed), index)
@@ -125,7 +127,11 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
         spent.append(np.asarray(out.forward_tokens)[:real])
         scored.append(np.asarray(out.reward_calls)[:real])
         answer_tokens.append(np.asarray(out.completion_len)[:real])
+        if index == 0:
+          first_compiles = counter.lap()
         bar.advance(task_id)
+      # Every batch has the first one's shapes (`_chunks`): any compilation after it is a bug.
+      recompiles = counter.lap()
       reward = np.concatenate(rewards).astype(np.float64)
       success = (reward >= success_threshold).astype(np.float64)
       spent_total = float(np.concatenate(spent).sum())
@@ -140,7 +146,8 @@ def sweep(params, config: ModelConfig, prompts: prompts_lib.PromptBatch, *,
           reward_calls_per_answer=float(np.concatenate(scored).sum()) / num_prompts,
           uses_verifier=method in VERIFIER_METHODS, wall_s=wall_s,
           wall_s_per_answer=wall_s / num_prompts, compile_s=compile_s, num_prompts=num_prompts,
-          decoder=repr(decoder), distinct_prompts=len(np.unique(ids))))
+          decoder=repr(decoder), distinct_prompts=len(np.unique(ids)),
+          compiles=first_compiles + recompiles, recompiles=recompiles))
   return rows
 
 

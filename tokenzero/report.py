@@ -42,6 +42,12 @@ class Row:
   # Prompts that differ among the num_prompts (a small space's draws repeat); the standard
   # errors are clustered by prompt. 0: not counted (a file from before the field).
   distinct_prompts: int = 0
+  # XLA compilations while sweeping this row (its decoder's, and on the first row the reward's
+  # and the key derivation's; persistent-cache loads included), and how many of them came after
+  # its first batch: 0, since every batch has the first one's shapes. -1: not counted (a file
+  # from before the fields).
+  compiles: int = -1
+  recompiles: int = -1
 
 
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row))
