@@ -233,7 +233,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--config", default=str(DEFAULT_RUN), help="the run whose shapes to use")
   parser.add_argument("--batch", type=int, default=0, help="0: the run's selfplay.batch_size")
   parser.add_argument("--repeats", type=int, default=9)
-  parser.add_argument("--big-repeats", type=int, default=3)
+  parser.add_argument("--big-repeats", type=int, default=5)
   parser.add_argument("--big-batch", type=int, default=32,
                       help="the big model's batch (0: the run's; 256 takes ~8 s a step here)")
   parser.add_argument("--no-big", action="store_true", help="skip the 6-layer d=384 model")
