@@ -25,9 +25,11 @@ def _trajectory(step_mask):
       reward=np.array([1.0, 0.0], np.float32),
       root_value=np.array([[0.5, 1.0, 9.0], [0.0, 0.5, 1.0]], np.float32),
       search_value=np.array([[1.0, 1.0, 9.0], [0.0, 0.0, 0.0]], np.float32),
-      policy_weights=np.array([[[1, 0], [.5, .5], [0, 1]], [[.5, .5]] * 3], np.float32),
+      policy_weights=np.array([[[1, 0], [.5, .5], [0, 1]], [[.5, .5], [.5, .5], [.2, .8]]],
+                              np.float32),
       root_prior=np.array([[[.8, .2], [.8, .2], [1, 0]], [[.8, .2]] * 3], np.float32),
       terminal_reached=np.array([[t, f, t], [f, f, t]]),
+      terminal_on_pick=np.array([[f, f, t], [f, t, f]]),
       explored=np.array([[f, t, t], [f, f, f]]),
       off_policy=np.array([[f, t, t], [t, f, f]]),
       tree_kept=np.array([[0.5, 9.0, 9.0], [0.25, 0.75, 9.0]], np.float32))
@@ -39,14 +41,18 @@ LIVE = [[True, True, False], [True, True, True]]  # 5 live steps
 def test_diagnostics_of_a_hand_made_trajectory():
   got = diagnostics.selfplay_diagnostics(_trajectory(LIVE))
   h_prior = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
-  # KL(onehot || prior) = ln 1.25; KL(uniform || prior) = 0.5 ln(0.625 * 2.5) = ln 1.25 too.
+  # KL(onehot || prior) = ln 1.25; KL(uniform || prior) = 0.5 ln(0.625 * 2.5) = ln 1.25 too;
+  # KL([.2, .8] || [.8, .2]) = .2 ln .25 + .8 ln 4 = 1.2 ln 2.
   want = {
       "terminal_reached": 2 / 5,
+      "terminal_on_pick": 1 / 5,
       "value_error": math.sqrt((0.25 + 0 + 0 + 0.25 + 1) / 5),
       "search_value_error": 0.0,
-      "target_entropy": 4 * math.log(2) / 5,
+      "return_std": math.sqrt((2 * 0.6 ** 2 + 3 * 0.4 ** 2) / 5),  # mean return 0.4 per step
+      "target_entropy": (3 * math.log(2) + h_prior) / 5,
       "prior_entropy": h_prior,
-      "root_kl": math.log(1.25),
+      "root_kl": (4 * math.log(1.25) + 1.2 * math.log(2)) / 5,
+      "greedy_agreement": 4 / 5,  # ties go to the first slot, as the prior's top one
       "explore_fraction": 1 / 5,
       "offpolicy_fraction": 2 / 5,
   }

@@ -36,11 +36,13 @@ def test_train_writes_a_complete_run(finished_run):
   assert [r["compiles"] for r in rows[2:]] == [0, 0]
   assert 0.0 <= rows[-1]["eval_greedy_success"] <= 1.0
   for row in rows[1:]:  # the learning diagnostics (eval.every=1: every row evaluates)
-    for key in ("terminal_reached", "explore_fraction", "offpolicy_fraction"):
+    for key in ("terminal_reached", "terminal_on_pick", "greedy_agreement", "explore_fraction",
+                "offpolicy_fraction"):
       assert 0.0 <= row[key] <= 1.0, key
-    for key in ("value_error", "search_value_error", "target_entropy", "prior_entropy",
-                "root_kl"):
+    for key in ("value_error", "search_value_error", "return_std", "target_entropy",
+                "prior_entropy", "root_kl"):
       assert row[key] >= 0.0, key
+    assert row["terminal_on_pick"] <= row["terminal_reached"]
     assert row["prior_entropy"] <= math.log(13) and row["target_entropy"] <= math.log(13)
     assert row["reward_gap"] == pytest.approx(row["selfplay_reward"] - row["eval_greedy_reward"])
   # Sampled self-play with exploration (the defaults) plays off the search's pick sometimes.

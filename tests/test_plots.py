@@ -33,8 +33,9 @@ def test_reward_vs_compute_draws_two_panels(tmp_path, metric):
     assert lines["beam"].get_color() != lines["best_of_n (verifier)"].get_color()
 
 
-DIAGNOSTICS = {"value_error": 0.4, "search_value_error": 0.3, "target_entropy": 0.5,
-               "prior_entropy": 1.5, "root_kl": 0.8, "terminal_reached": 0.6,
+DIAGNOSTICS = {"value_error": 0.4, "search_value_error": 0.3, "return_std": 0.45,
+               "target_entropy": 0.5, "prior_entropy": 1.5, "root_kl": 0.8,
+               "greedy_agreement": 0.7, "terminal_reached": 0.9, "terminal_on_pick": 0.6,
                "explore_fraction": 0.1, "offpolicy_fraction": 0.5}
 
 

@@ -209,6 +209,10 @@ def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
   # Every node that ends the answer was scored: the tree holds one exactly where one was (never
   # in the ended row, whose root is terminal but not below itself).
   np.testing.assert_array_equal(out.terminal_reached, scored > 0)
+  under_pick = (node.depth >= 1) & (first == np.asarray(out.token)[:, None])  # by token, not index
+  np.testing.assert_array_equal(out.terminal_on_pick,
+                                np.any(exists & node.terminal & under_pick, axis=1))
+  assert np.any(out.terminal_on_pick)
   # The case is not trivial: simulations came back to known terminal nodes (visits > 1) and the
   # row backed up their values without a forward.
   assert np.any(at_depth(2) & (tree.node_visits > 1))

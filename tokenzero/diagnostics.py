@@ -6,12 +6,16 @@ part. With no live step a mean is None (JSON null), never NaN.
 
 - `value_error`: RMSE of the network's root value against the episode's return, the learner's
   value target (the final reward, undiscounted: `learner.loss_fn`). `search_value_error`: the
-  same for the value the search backed up to the root.
+  same for the value the search backed up to the root. `return_std`: the same for the best
+  constant value (the returns' spread over live steps), the scale to read both against.
 - `target_entropy` / `prior_entropy`: entropy (nats) of the search policy (the policy target)
   and of the network's prior over the same K candidates. `root_kl`: KL(search policy || prior)
   at the root, how far the target is from what the network already plays: near 0, the policy
-  loss has nothing left to teach, whatever the search found.
-- `terminal_reached`: fraction of decisions whose tree held a complete answer (a reward seen).
+  loss has nothing left to teach, whatever the search found. `greedy_agreement`: fraction of
+  decisions where the network's most likely candidate is the search policy's most weighted one
+  (where greedy decoding would play what the search recommends).
+- `terminal_reached`: fraction of decisions whose tree held a complete answer (a reward seen);
+  `terminal_on_pick`: one that starts with the search's pick (that action's Q holds a reward).
 - `explore_fraction`: played a uniform random candidate; `offpolicy_fraction`: played a slot
   other than the search's own pick (exploration or temperature sampling).
 
@@ -57,6 +61,20 @@ def value_error(traj, value) -> float | None:
   return None if mse is None else float(np.sqrt(mse))
 
 
+def return_std(traj) -> float | None:
+  """Spread of the episode's return over live steps: `value_error` of the best constant."""
+  live = _live(traj)
+  returns = np.broadcast_to(np.asarray(traj.reward, np.float64)[:, None], live.shape)
+  mean = _mean(returns, live)
+  return None if mean is None else float(np.sqrt(_mean((returns - mean) ** 2, live)))
+
+
+def greedy_agreement(traj) -> np.ndarray:
+  """[B, T] bool: the prior's top candidate is the search policy's top candidate."""
+  return (np.argmax(np.asarray(traj.root_prior), axis=-1) ==
+          np.argmax(np.asarray(traj.policy_weights), axis=-1))
+
+
 def kept_fraction(traj) -> float:
   """Mean fraction of the search tree kept for the next step, over decisions followed by one."""
   live = _live(traj)
@@ -69,11 +87,14 @@ def selfplay_diagnostics(traj) -> dict[str, Any]:
   live = _live(traj)
   return {
       "terminal_reached": _mean(traj.terminal_reached, live),
+      "terminal_on_pick": _mean(traj.terminal_on_pick, live),
       "value_error": value_error(traj, traj.root_value),
       "search_value_error": value_error(traj, traj.search_value),
+      "return_std": return_std(traj),
       "target_entropy": _mean(entropy(traj.policy_weights), live),
       "prior_entropy": _mean(entropy(traj.root_prior), live),
       "root_kl": _mean(kl_divergence(traj.policy_weights, traj.root_prior), live),
+      "greedy_agreement": _mean(greedy_agreement(traj), live),
       "explore_fraction": _mean(traj.explored, live),
       "offpolicy_fraction": _mean(traj.off_policy, live),
   }

@@ -44,6 +44,7 @@ class Trajectory(NamedTuple):
   tree_kept: jax.Array  # [B, T] fraction of the step's tree kept for the next (reuse_tree)
   root_prior: jax.Array  # [B, T, K] network policy over the candidates (renormalized over K)
   terminal_reached: jax.Array  # [B, T] bool: the step's tree held a complete answer
+  terminal_on_pick: jax.Array  # [B, T] bool: ... one starting with the search's pick
   explored: jax.Array  # [B, T] bool: the played slot was the uniform random candidate
   off_policy: jax.Array  # [B, T] bool: the played slot is not the search's own pick
 
@@ -64,6 +65,7 @@ class _Decision(NamedTuple):
   tree_kept: jax.Array  # [B] fraction of the tree kept for the next step (0 without reuse)
   root_prior: jax.Array  # [B, K] network policy over the candidates
   terminal_reached: jax.Array  # [B] bool
+  terminal_on_pick: jax.Array  # [B] bool
   explored: jax.Array  # [B] bool
   off_policy: jax.Array  # [B] bool
 
@@ -118,6 +120,7 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
                                     root_value=out.root_value, tree_kept=kept_fraction,
                                     root_prior=out.root_prior,
                                     terminal_reached=out.terminal_reached,
+                                    terminal_on_pick=out.terminal_on_pick,
                                     explored=choice.explored, off_policy=slot != out.action)
 
   (state, _), steps = jax.lax.scan(body, (state, kept), jax.random.split(rng, max_new_tokens))
@@ -138,5 +141,6 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       tree_kept=steps_first(steps.tree_kept),
       root_prior=steps_first(steps.root_prior),
       terminal_reached=steps_first(steps.terminal_reached),
+      terminal_on_pick=steps_first(steps.terminal_on_pick),
       explored=steps_first(steps.explored),
       off_policy=steps_first(steps.off_policy))
