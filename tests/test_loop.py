@@ -1,6 +1,7 @@
 """One-iteration smoke test of the whole loop with a shrunken config, resume, and the CLI."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -34,6 +35,19 @@ def test_train_writes_a_complete_run(finished_run):
   assert rows[0]["compiles"] > 0 and rows[1]["compiles"] > 0
   assert [r["compiles"] for r in rows[2:]] == [0, 0]
   assert 0.0 <= rows[-1]["eval_greedy_success"] <= 1.0
+  for row in rows[1:]:  # the learning diagnostics (eval.every=1: every row evaluates)
+    for key in ("terminal_reached", "terminal_on_pick", "greedy_agreement", "explore_fraction",
+                "offpolicy_fraction"):
+      assert 0.0 <= row[key] <= 1.0, key
+    for key in ("value_error", "search_value_error", "return_std", "target_entropy",
+                "prior_entropy", "root_kl"):
+      assert row[key] >= 0.0, key
+    assert row["terminal_on_pick"] <= row["terminal_reached"]
+    assert row["prior_entropy"] <= math.log(13) and row["target_entropy"] <= math.log(13)
+    assert row["reward_gap"] == pytest.approx(row["selfplay_reward"] - row["eval_greedy_reward"])
+  # Sampled self-play with exploration (the defaults) plays off the search's pick sometimes.
+  assert any(row["offpolicy_fraction"] > 0 for row in rows[1:])
+  assert "reward_gap" not in rows[0]
   saved = json.loads((out / "config.json").read_text())
   assert saved["model"]["vocab_size"] == 13 and saved["iterations"] == 3
   assert saved["eval"]["split"] == "hash"

@@ -33,12 +33,29 @@ def test_reward_vs_compute_draws_two_panels(tmp_path, metric):
     assert lines["beam"].get_color() != lines["best_of_n (verifier)"].get_color()
 
 
+DIAGNOSTICS = {"value_error": 0.4, "search_value_error": 0.3, "return_std": 0.45,
+               "target_entropy": 0.5, "prior_entropy": 1.5, "root_kl": 0.8,
+               "greedy_agreement": 0.7, "terminal_reached": 0.9, "terminal_on_pick": 0.6,
+               "explore_fraction": 0.1, "offpolicy_fraction": 0.5}
+
+
 @pytest.mark.parametrize("rows", [
     [{"iteration": 0, "eval_greedy_reward": 0.1, "eval_greedy_success": 0.0}],
     [{"iteration": i, "eval_greedy_reward": 0.1 * i, "selfplay_reward": 0.2,
-      "loss_policy": 1.0 / (i + 1), "loss_value": 0.5} for i in range(4)],
+      "loss_policy": 1.0 / (i + 1), "loss_value": 0.5, **DIAGNOSTICS,
+      **({"reward_gap": 0.2 - 0.1 * i} if i % 2 else {})} for i in range(4)],
 ], ids=["no_losses", "four_iterations"])
 def test_learning_curve_writes_a_png(tmp_path, rows):
   path = tmp_path / "curve.png"
-  plots.learning_curve(rows, path, title="run")
+  figure = plots.learning_curve(rows, path, title="run")
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+  plotted = {line.get_label(): list(line.get_xdata()) for ax in figure.axes for line in ax.lines
+             if not line.get_label().startswith("_")}
+  if len(rows) == 1:
+    assert set(plotted) == {"greedy success (held-out)", "greedy reward (held-out)"}
+    return
+  # Every diagnostic has its line; the reward gap only at the iterations that evaluated it.
+  labels = {label for _, keys, _ in plots._DIAGNOSTIC_PANELS for _, label in keys}
+  assert labels <= set(plotted) and len(figure.axes) == 6
+  assert plotted["self-play - greedy reward"] == [1, 3]
+  assert plotted["KL(search || prior)"] == [0, 1, 2, 3]

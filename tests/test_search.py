@@ -109,6 +109,14 @@ def test_action_weights_are_a_distribution_over_valid_candidates(
   pad, sep = sort_task.tokenizer.pad_id, sort_task.tokenizer.sep_id
   valid_ids = np.asarray(out.candidates)[np.asarray(out.valid)]
   assert pad not in valid_ids and sep not in valid_ids
+  # The root prior is the network's policy renormalized over the candidates, without PUCT's
+  # Dirichlet noise.
+  state = episode_lib.start(tiny_params, tiny_config, batch.tokens, batch.lengths,
+                            sort_task.max_new_tokens)
+  full = jax.nn.softmax(episode_lib.mask_logits(state.logits, _allowed(sort_task)), axis=-1)
+  at_candidates = np.where(out.valid, np.take_along_axis(np.asarray(full), out.candidates, 1), 0)
+  np.testing.assert_allclose(out.root_prior, at_candidates / at_candidates.sum(-1, keepdims=True),
+                             atol=1e-5)
 
 
 def test_tree_is_sized_by_candidates_not_vocab(tiny_params, tiny_config, sort_task, batch):
@@ -198,6 +206,13 @@ def test_search_counts_the_network_evaluations_and_reward_calls_it_ran(
   assert not np.any(at_depth(2) & (first == eos))
   scored = np.sum(at_depth(1) & (first == eos), axis=1) + np.sum(at_depth(2), axis=1)
   np.testing.assert_array_equal(out.reward_calls, scored)
+  # Every node that ends the answer was scored: the tree holds one exactly where one was (never
+  # in the ended row, whose root is terminal but not below itself).
+  np.testing.assert_array_equal(out.terminal_reached, scored > 0)
+  under_pick = (node.depth >= 1) & (first == np.asarray(out.token)[:, None])  # by token, not index
+  np.testing.assert_array_equal(out.terminal_on_pick,
+                                np.any(exists & node.terminal & under_pick, axis=1))
+  assert np.any(out.terminal_on_pick)
   # The case is not trivial: simulations came back to known terminal nodes (visits > 1) and the
   # row backed up their values without a forward.
   assert np.any(at_depth(2) & (tree.node_visits > 1))

@@ -176,7 +176,10 @@ def test_anchor_loss_is_in_the_learner_and_lowers_demo_nll(sort_task, tiny_confi
       policy_weights=jnp.full((batch, steps, k), 1.0 / k), step_mask=jnp.ones((batch, steps), bool),
       reward=jnp.asarray(rng.uniform(size=batch), jnp.float32),
       search_value=jnp.zeros((batch, steps)), root_value=jnp.zeros((batch, steps)),
-      tree_kept=jnp.zeros((batch, steps)))
+      tree_kept=jnp.zeros((batch, steps)), root_prior=jnp.full((batch, steps, k), 1.0 / k),
+      terminal_reached=jnp.zeros((batch, steps), bool),
+      terminal_on_pick=jnp.zeros((batch, steps), bool),
+      explored=jnp.zeros((batch, steps), bool), off_policy=jnp.zeros((batch, steps), bool))
   nll_start = float(demos_lib.lm_loss(tiny_params, tiny_config, anchor))
   optimizer = learner.make_optimizer(OptimConfig(learning_rate=1e-2, warmup_steps=0), 10)
 

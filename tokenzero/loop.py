@@ -26,7 +26,7 @@ from tokenzero import checkpoint as ckpt_lib
 from tokenzero import compiles as compiles_lib
 from tokenzero import config as config_lib
 from tokenzero import demos as demos_lib
-from tokenzero import evaluate, learner, plots, prompts, rewards, rundir, selfplay
+from tokenzero import diagnostics, evaluate, learner, plots, prompts, rewards, rundir, selfplay
 from tokenzero.config import ConfigError, RunConfig
 from tokenzero.progress import progress_bar
 from tokenzero.run import Setup, build, initial_params
@@ -52,12 +52,6 @@ class Loop:
   @property
   def config(self) -> RunConfig:
     return self.setup.config
-
-
-def _kept_fraction(traj: selfplay.Trajectory) -> float:
-  """Mean fraction of the search tree kept for the next step, over decisions followed by one."""
-  handed_on = np.asarray(traj.step_mask[:, :-1] & traj.step_mask[:, 1:])
-  return float(np.asarray(traj.tree_kept)[:, :-1][handed_on].mean()) if handed_on.any() else 0.0
 
 
 def evaluate_now(loop: Loop, params) -> dict[str, float]:
@@ -120,7 +114,8 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int
       "nonfinite_updates": int((~finite).sum()),
       "search_value": float(traj.search_value[:, 0].mean()),
       # Mean over the decisions that handed a tree on (not the last of an answer).
-      "tree_kept_fraction": _kept_fraction(traj),
+      "tree_kept_fraction": diagnostics.kept_fraction(traj),
+      **diagnostics.selfplay_diagnostics(traj),
       "temperature": temperature_at(config, iteration),
       "selfplay_s": round(t1 - t0, 3),
       "train_s": round(t2 - t1, 3),
@@ -253,6 +248,7 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
       streak.update(metrics, first_step)
       if iteration % config.eval.every == 0 or iteration == config.iterations:
         row.update(evaluate_now(loop, state.params))
+        row["reward_gap"] = diagnostics.reward_gap(row)
       row["elapsed_s"] = elapsed()
       append(row)
       bar.update(bar_task, completed=iteration, status=(

@@ -16,31 +16,61 @@ from tokenzero.methods import FIXED_COST_METHODS, METHODS
 from tokenzero.report import Row
 
 
-def learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> None:
-  fig = Figure(figsize=(10, 4))
-  ax_reward, ax_loss = fig.subplots(1, 2)
-  for key, label in [("eval_greedy_success", "greedy success (held-out)"),
-                     ("eval_greedy_reward", "greedy reward (held-out)"),
-                     ("selfplay_reward", "self-play reward")]:
+# The learning-curve panels after rewards and losses: (title, [(metrics key, label)], y limits).
+_DIAGNOSTIC_PANELS = [
+    ("value (reward units)", [("value_error", "RMSE root value vs return"),
+                              ("search_value_error", "RMSE search value vs return"),
+                              ("return_std", "return spread (RMSE of a constant)"),
+                              ("reward_gap", "self-play - greedy reward")], None),
+    ("policy entropy at the root (nats)", [("target_entropy", "search policy (the target)"),
+                                           ("prior_entropy", "network prior (top-K)")], None),
+    ("search policy vs network prior (nats)", [("root_kl", "KL(search || prior)")], None),
+    ("fraction of self-play steps", [("terminal_reached", "tree held a complete answer"),
+                                     ("terminal_on_pick", "... under the search's pick"),
+                                     ("greedy_agreement", "prior's top = search's top"),
+                                     ("explore_fraction", "uniform exploration"),
+                                     ("offpolicy_fraction", "not the search's pick")],
+     (-0.02, 1.02)),
+]
+
+
+def _plot_keys(ax, rows, keys) -> None:
+  for key, label in keys:
     points = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]
     if points:
-      ax_reward.plot(*zip(*points), label=label)
-  ax_reward.set_xlabel("iteration")
+      ax.plot(*zip(*points), label=label)
+
+
+def learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Figure:
+  """Rewards and losses (top), the learning diagnostics (`tokenzero.diagnostics`, bottom)
+  against iteration. Returns the figure, already written to `path`."""
+  fig = Figure(figsize=(15, 8))
+  (ax_reward, ax_loss, ax_value), (ax_entropy, ax_kl, ax_fraction) = fig.subplots(2, 3)
+  _plot_keys(ax_reward, rows, [("eval_greedy_success", "greedy success (held-out)"),
+                               ("eval_greedy_reward", "greedy reward (held-out)"),
+                               ("selfplay_reward", "self-play reward")])
   ax_reward.set_ylim(-0.02, 1.02)
   ax_reward.legend(loc="lower right")
-  ax_reward.grid(alpha=0.3)
-  for key in ("loss_policy", "loss_value"):
-    points = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]
-    if points:
-      ax_loss.plot(*zip(*points), label=key)
-  ax_loss.set_xlabel("iteration")
+  _plot_keys(ax_loss, rows, [("loss_policy", "loss_policy"), ("loss_value", "loss_value")])
   if ax_loss.lines:  # a run of 0 iterations has no losses yet.
     ax_loss.set_yscale("log")
     ax_loss.legend()
-  ax_loss.grid(alpha=0.3)
+  diagnostic_axes = (ax_value, ax_entropy, ax_kl, ax_fraction)
+  for ax, (panel, keys, ylim) in zip(diagnostic_axes, _DIAGNOSTIC_PANELS):
+    _plot_keys(ax, rows, keys)
+    ax.set_title(panel, fontsize="medium")
+    if ylim:
+      ax.set_ylim(*ylim)
+    if ax.lines:
+      ax.legend(fontsize="small")
+  ax_value.axhline(0.0, color="gray", linewidth=0.8)
+  for ax in fig.axes:
+    ax.set_xlabel("iteration")
+    ax.grid(alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
+  return fig
 
 
 def _color(method: str):

@@ -1,7 +1,8 @@
 """A run directory on disk: its name, its lock, its saved config and its metrics file.
 
 A run directory holds `config.json` (the resolved config), `metrics.jsonl` (one row per
-iteration; row 0 evaluates the initial network; the keys are `loop.run_iteration`'s and
+iteration; row 0 evaluates the initial network; the keys are `loop.run_iteration`'s, the
+learning diagnostics among them (`tokenzero.diagnostics`), the evaluation's, `reward_gap` and
 `compiles`, see `loop._loop`), `checkpoints/<iteration>/`, the learning-curve
 plot and `.lock`, which one writing process holds for as long as it runs.
 """

@@ -61,8 +61,11 @@ class SearchOutput(NamedTuple):
   action_weights: jax.Array  # [B, K] search policy over the slots
   candidates: jax.Array  # [B, K] token ids of the slots
   valid: jax.Array  # [B, K] bool: slot holds an allowed token
+  root_prior: jax.Array  # [B, K] the network's policy over the slots (renormalized, no noise)
   root_value: jax.Array  # [B] network value at the root
   search_value: jax.Array  # [B] value the search backed up to the root
+  terminal_reached: jax.Array  # [B] bool: the tree holds a complete answer below the root
+  terminal_on_pick: jax.Array  # [B] bool: ... one that starts with the search's pick (`action`)
   forward_tokens: jax.Array  # [B] int32 nodes the row expanded (0: root was done)
   reward_calls: jax.Array  # [B] int32 completions of the row handed to the reward
   num_nodes: jax.Array  # [B] int32 nodes of the arena in use
@@ -347,14 +350,26 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
     logits = jnp.log(jnp.maximum(action_weights, jnp.finfo(action_weights.dtype).tiny))
     action = jax.random.categorical(rng, logits - jnp.max(logits, axis=-1, keepdims=True))
   token = jnp.take_along_axis(candidates, action[:, None], axis=1)[:, 0]
+  # A node in use below the root that ends the answer: its return informed the root's Q (kept
+  # from an earlier step or found by this one's simulations). An EOS child of the root is one,
+  # so the tree nearly always holds some; under the pick, the pick's Q holds a real reward.
+  node = jnp.arange(size)[None, :]
+  in_use = (node > ROOT) & (node < loop.num_nodes[:, None])
+  complete = tree.embeddings.terminal & in_use  # [B, N]
+  pick_child = tree.children_index[jnp.arange(batch), ROOT, action]  # [B] (UNVISITED: none)
+  # path[:, :, 0] is a node's ancestor at depth 1 (itself at depth 1).
+  under_pick = tree.embeddings.path[:, :, 0] == pick_child[:, None]  # [B, N]
   return SearchOutput(
       action=action,
       token=token,
       action_weights=action_weights,
       candidates=candidates,
       valid=valid,
+      root_prior=jax.nn.softmax(_mask_invalid(prior.astype(jnp.float32), invalid), axis=-1),
       root_value=episode.value,
       search_value=tree.node_values[:, ROOT],
+      terminal_reached=jnp.any(complete, axis=-1),
+      terminal_on_pick=jnp.any(complete & under_pick, axis=-1),
       forward_tokens=loop.forward_tokens,
       reward_calls=loop.reward_calls,
       num_nodes=loop.num_nodes,

@@ -6,6 +6,11 @@ search's own choice, or, with probability `random_action_prob`, a uniform random
 and the token is appended. Policy targets are mctx's `action_weights` kept as (token id, weight)
 pairs over the K candidates, so no target is sized by the vocabulary.
 
+Beside the targets, each step records what the learning diagnostics need
+(`tokenzero.diagnostics`): the network's prior over the same K candidates, whether the tree held
+a complete answer, and where the played token came from. All of it is the search's output or the
+action's coin flips: no extra forward.
+
 Dimension letters: B batch, P prompt slots, T answer budget, K candidates.
 """
 
@@ -37,6 +42,17 @@ class Trajectory(NamedTuple):
   search_value: jax.Array  # [B, T] root value backed up by the search
   root_value: jax.Array  # [B, T] network value at the root
   tree_kept: jax.Array  # [B, T] fraction of the step's tree kept for the next (reuse_tree)
+  root_prior: jax.Array  # [B, T, K] network policy over the candidates (renormalized over K)
+  terminal_reached: jax.Array  # [B, T] bool: the step's tree held a complete answer
+  terminal_on_pick: jax.Array  # [B, T] bool: ... one starting with the search's pick
+  explored: jax.Array  # [B, T] bool: the played slot was the uniform random candidate
+  off_policy: jax.Array  # [B, T] bool: the played slot is not the search's own pick
+
+
+class Choice(NamedTuple):
+  """The slot to play and where it came from."""
+  slot: jax.Array  # [B] int32
+  explored: jax.Array  # [B] bool: a uniform random candidate (random_action_prob's coin)
 
 
 class _Decision(NamedTuple):
@@ -47,10 +63,15 @@ class _Decision(NamedTuple):
   search_value: jax.Array  # [B] root value backed up by the search
   root_value: jax.Array  # [B] network value at the root
   tree_kept: jax.Array  # [B] fraction of the tree kept for the next step (0 without reuse)
+  root_prior: jax.Array  # [B, K] network policy over the candidates
+  terminal_reached: jax.Array  # [B] bool
+  terminal_on_pick: jax.Array  # [B] bool
+  explored: jax.Array  # [B] bool
+  off_policy: jax.Array  # [B] bool
 
 
 def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature: jax.Array,
-                config: SelfPlayConfig) -> jax.Array:
+                config: SelfPlayConfig) -> Choice:
   """Slot to play [B]: the search's pick or a tempered sample, plus uniform exploration."""
   sample_key, explore_key, coin_key = jax.random.split(rng, 3)
   if config.action_selection == "search":
@@ -65,7 +86,7 @@ def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature
   uniform = jnp.where(search_out.valid, 0.0, -jnp.inf)
   random_slot = jax.random.categorical(explore_key, uniform, axis=-1)
   explore = jax.random.uniform(coin_key, slot.shape) < config.random_action_prob
-  return jnp.where(explore, random_slot, slot).astype(jnp.int32)
+  return Choice(slot=jnp.where(explore, random_slot, slot).astype(jnp.int32), explored=explore)
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -84,7 +105,8 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
     search_key, act_key = jax.random.split(step_key)
     out = search_lib.run_search(params, config, search_config, state, search_key,
                                 reward_fn=reward_fn, allowed=allowed, eos_id=eos_id, kept=kept)
-    slot = choose_slot(out, act_key, temperature, selfplay_config)
+    choice = choose_slot(out, act_key, temperature, selfplay_config)
+    slot = choice.slot
     live = ~state.done
     if reuse:
       kept, kept_fraction = tree_reuse.reroot(search_config, out, slot)
@@ -95,7 +117,11 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       kept_fraction = jnp.zeros(live.shape, jnp.float32)
     return (state, kept), _Decision(policy_ids=out.candidates, policy_weights=out.action_weights,
                                     live=live, search_value=out.search_value,
-                                    root_value=out.root_value, tree_kept=kept_fraction)
+                                    root_value=out.root_value, tree_kept=kept_fraction,
+                                    root_prior=out.root_prior,
+                                    terminal_reached=out.terminal_reached,
+                                    terminal_on_pick=out.terminal_on_pick,
+                                    explored=choice.explored, off_policy=slot != out.action)
 
   (state, _), steps = jax.lax.scan(body, (state, kept), jax.random.split(rng, max_new_tokens))
   reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
@@ -112,4 +138,9 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       reward=reward.astype(jnp.float32),
       search_value=steps_first(steps.search_value),
       root_value=steps_first(steps.root_value),
-      tree_kept=steps_first(steps.tree_kept))
+      tree_kept=steps_first(steps.tree_kept),
+      root_prior=steps_first(steps.root_prior),
+      terminal_reached=steps_first(steps.terminal_reached),
+      terminal_on_pick=steps_first(steps.terminal_on_pick),
+      explored=steps_first(steps.explored),
+      off_policy=steps_first(steps.off_policy))
