@@ -8,8 +8,24 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 # (test_train_faults gives its subprocesses a cache of their own).
 os.environ.setdefault("TOKENZERO_COMPILATION_CACHE", "off")
 
+import atexit
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+from tokenzero import compilation_cache
+
+# One persistent XLA cache for this test session, shared by the xdist workers (they inherit the
+# controller's environment): many tests build the same program from fresh Python objects (a new
+# optimizer or reward closure is a new jit cache key), and both workers compile the shared tiny
+# fixtures; from the disk each costs milliseconds instead of seconds. Made empty per session.
+_SESSION_CACHE = "TOKENZERO_TEST_XLA_CACHE"
+if _SESSION_CACHE not in os.environ:
+  os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="tokenzero-test-xla-")
+  atexit.register(shutil.rmtree, os.environ[_SESSION_CACHE], ignore_errors=True)
+compilation_cache.enable(os.environ[_SESSION_CACHE])
 
 # The tests hold fast paths equal to reference paths at 1e-5; on a GPU, XLA's default float32
 # matmuls use TF32 (about 1e-3), which is enough to flip a search's action weights. Full float32
