@@ -25,6 +25,7 @@ import optax
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import compiles as compiles_lib
 from tokenzero import config as config_lib
+from tokenzero import curriculum as curriculum_lib
 from tokenzero import demos as demos_lib
 from tokenzero import diagnostics, evaluate, learner, plots, prompts, rewards, rundir, selfplay
 from tokenzero.config import ConfigError, RunConfig
@@ -48,6 +49,7 @@ class Loop:
   stream: prompts.PromptStream  # training prompts, disjoint from the held-out ones
   anchor_demos: demos_lib.DemoBatch | None  # optim.anchor_data, encoded
   reference: optax.Params | None  # the initial network, for the KL penalty
+  curriculum: curriculum_lib.Curriculum | None = None  # task.curriculum's levels
 
   @property
   def config(self) -> RunConfig:
@@ -66,14 +68,16 @@ def evaluate_now(loop: Loop, params) -> dict[str, float]:
           "eval_greedy_success": float(result.success.mean())}
 
 
-def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int
+def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
+                  size: int | None = None
                   ) -> tuple[ckpt_lib.TrainState, learner.TrainMetrics, dict[str, Any]]:
   """Self-play on fresh prompts, then the learner's steps on its targets -> (new state, the
   learner's per-step metrics, the iteration's metrics row without evaluation, elapsed_s and
-  compiles)."""
+  compiles). `size`: the curriculum level whose prompts it plays (None: the task's own)."""
   setup, config = loop.setup, loop.config
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), iteration)
-  texts = loop.stream.draw(iteration, config.selfplay.batch_size)
+  stream = loop.stream if size is None else loop.curriculum.levels[size].stream
+  texts = stream.draw(iteration, config.selfplay.batch_size)
   batch = prompts.encode_batch(setup.tokenizer, texts, setup.task.prompt_len)
   t0 = time.monotonic()
   traj = selfplay.self_play(
@@ -120,6 +124,8 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int
       "selfplay_s": round(t1 - t0, 3),
       "train_s": round(t2 - t1, 3),
   }
+  if size is not None:
+    row["curriculum_level"] = size
   if anchor is not None:
     row["loss_anchor"] = mean(metrics.loss_anchor)
   if loop.reference is not None:
@@ -195,12 +201,13 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
                          checkpointer=checkpointer, optimizer=optimizer)
     eval_texts = prompts.eval_texts(setup.task, config.seed, config.eval.num_prompts,
                                     split=config.eval.split)
+    curriculum = curriculum_lib.make(setup, eval_texts) if config.task.curriculum else None
     loop = Loop(setup=setup, optimizer=optimizer,
                 eval_batch=prompts.encode_batch(setup.tokenizer, eval_texts,
                                                 setup.task.prompt_len),
                 stream=prompts.training_stream(setup.task, config.seed, split=config.eval.split,
                                                eval_texts=eval_texts),
-                anchor_demos=anchor_demos, reference=reference)
+                anchor_demos=anchor_demos, reference=reference, curriculum=curriculum)
     return _loop(loop, state, rows, out_dir, checkpointer, config_dict, counter,
                  progress=progress, log=log)
   finally:
@@ -229,11 +236,18 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
     rows.append(row)
     rundir.append_metrics(metrics_path, row)
 
+  curriculum = loop.curriculum
   rundir.write_metrics(metrics_path, rows)  # drop rows past the checkpoint we resumed from.
   if int(state.iteration) == 0 and not rows:
-    append({"iteration": 0, "elapsed_s": elapsed(), "selfplay_reward": None,
-            "loss_policy": None, "loss_value": None, **evaluate_now(loop, state.params)})
+    row = {"iteration": 0, "elapsed_s": elapsed(), "selfplay_reward": None,
+           "loss_policy": None, "loss_value": None, **evaluate_now(loop, state.params)}
+    if curriculum is not None:
+      row.update(curriculum_lib.row(loop.setup, state.params, curriculum, curriculum.start))
+    append(row)
     checkpointer.save(state, config_dict)
+  elif curriculum is not None and not rows:
+    log(f"the curriculum's level is not in the metrics rows: it starts again at size "
+        f"{curriculum.start}")
 
   start_iteration = int(state.iteration)
   deadline = time.monotonic() + config.minutes * 60 if config.minutes > 0 else math.inf
@@ -244,11 +258,14 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
     bar_task = bar.add_task("", total=config.iterations, completed=start_iteration, status="")
     for iteration in range(start_iteration + 1, config.iterations + 1):
       first_step = int(state.step) + 1
-      state, metrics, row = run_iteration(loop, state, iteration)
+      size = curriculum.size_after(rows) if curriculum is not None else None
+      state, metrics, row = run_iteration(loop, state, iteration, size=size)
       streak.update(metrics, first_step)
       if iteration % config.eval.every == 0 or iteration == config.iterations:
         row.update(evaluate_now(loop, state.params))
         row["reward_gap"] = diagnostics.reward_gap(row)
+        if size is not None:
+          row.update(curriculum_lib.row(loop.setup, state.params, curriculum, size))
       row["elapsed_s"] = elapsed()
       append(row)
       bar.update(bar_task, completed=iteration, status=(

@@ -48,7 +48,8 @@ def learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, title: str 
   (ax_reward, ax_loss, ax_value), (ax_entropy, ax_kl, ax_fraction) = fig.subplots(2, 3)
   _plot_keys(ax_reward, rows, [("eval_greedy_success", "greedy success (held-out)"),
                                ("eval_greedy_reward", "greedy reward (held-out)"),
-                               ("selfplay_reward", "self-play reward")])
+                               ("selfplay_reward", "self-play reward"),
+                               ("curriculum_success", "greedy success (curriculum size)")])
   ax_reward.set_ylim(-0.02, 1.02)
   ax_reward.legend(loc="lower right")
   _plot_keys(ax_loss, rows, [("loss_policy", "loss_policy"), ("loss_value", "loss_value")])

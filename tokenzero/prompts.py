@@ -65,6 +65,11 @@ class PromptStream:
     self._seed = seed
     self._held_out = held_out
 
+  @property
+  def held_out(self) -> Callable[[str], bool]:
+    """What this stream never draws."""
+    return self._held_out
+
   def draw(self, index: int, n: int) -> list[str]:
     rng = np.random.default_rng([self._seed, 1, index])
     out: list[str] = []
@@ -90,12 +95,16 @@ def eval_texts(task, seed: int, num_prompts: int, *, split: str) -> list[str]:
   return held_out_draws(task, seed, num_prompts)
 
 
-def training_stream(task, seed: int, *, split: str, eval_texts: Sequence[str]) -> PromptStream:
+def training_stream(task, seed: int, *, split: str, eval_texts: Sequence[str],
+                    level=None) -> PromptStream:
   """The training prompts of a run: the task's, less its held-out instances (`"hash"`) or less
-  exactly the texts of its evaluation set (`"legacy"`)."""
+  exactly the texts of its evaluation set (`"legacy"`). `level`: a curriculum level of `task`
+  (`Task.at_size`), whose generator draws them instead; what is held out stays `task`'s rule,
+  so that no evaluation prompt of the full task is ever trained on."""
+  sample = (level or task).sample
   if split == LEGACY_SPLIT:
-    return PromptStream(task.sample, seed, held_out=frozenset(eval_texts).__contains__)
-  return PromptStream(task.sample, seed, held_out=task.is_held_out)
+    return PromptStream(sample, seed, held_out=frozenset(eval_texts).__contains__)
+  return PromptStream(sample, seed, held_out=task.is_held_out)
 
 
 def held_out_draws(task, seed: int, n: int) -> list[str]:

@@ -22,7 +22,7 @@ import optax
 
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
-from tokenzero import hf, learner, rundir
+from tokenzero import curriculum, hf, learner, rundir
 from tokenzero import model as model_lib
 from tokenzero.config import ConfigError, ModelConfig, RunConfig
 from tokenzero.rewards import TokenReward
@@ -49,6 +49,7 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
   if config.init_from:
     config = _from_pretrained(config)
   task = task or make_task(config.task.name, config.task.params)
+  curriculum.check_config(config.task, task)
   max_new_tokens = config.task.max_new_tokens or task.max_new_tokens
   config = config_lib.fit_model_to_task(
       config, vocab_size=task.tokenizer.vocab_size, prompt_len=task.prompt_len,

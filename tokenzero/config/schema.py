@@ -51,6 +51,13 @@ class TaskConfig:
   params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # task-specific knobs.
   max_new_tokens: int = 0  # 0: the task's own answer length.
   success_threshold: float = 1.0  # a completion with reward >= this counts as a success.
+  # Train on the task at a smaller size first (its size parameter: sort's length, addition's
+  # digits, ...), one size up each time the greedy success on the current size's prompts
+  # reaches curriculum_threshold (0: one size up at every evaluation); evaluation stays on the
+  # full task (tokenzero/curriculum.py).
+  curriculum: bool = False
+  curriculum_threshold: float = 0.8
+  curriculum_start: int = 0  # the first size; 0: the task's smallest.
 
 
 @dataclasses.dataclass(frozen=True)

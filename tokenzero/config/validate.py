@@ -59,6 +59,13 @@ def validate(config: RunConfig) -> None:
        "{\"prompt\", \"completion\"} demonstrations)"),
       (config.optim.anchor_batch_size >= 0, "optim.anchor_batch_size must be >= 0"),
       (config.optim.kl_weight >= 0, "optim.kl_weight must be >= 0"),
+      (0 <= config.task.curriculum_threshold <= 1,
+       "task.curriculum_threshold must be in [0, 1]"),
+      (not config.task.curriculum or config.eval.split == "hash",
+       "task.curriculum=true needs eval.split='hash' (the legacy split holds out exact texts, "
+       "which can be every prompt of a small size)"),
+      (config.task.curriculum_start >= 0,
+       "task.curriculum_start must be >= 0 (0: the task's smallest size)"),
       (config.eval.num_prompts >= 1, "eval.num_prompts must be >= 1"),
       (config.eval.every >= 1, "eval.every must be >= 1"),
       (config.eval.split in ("hash", "legacy"),

@@ -31,6 +31,7 @@ class Addition(Task):
   """
   name: ClassVar[str] = "addition"
   description: ClassVar[str] = "add two multi-digit numbers (answer optionally reversed)"
+  size_param: ClassVar[str] = "digits"
   digits: int = 3
   min_digits: int = 1
   answer_reversed: bool = True
@@ -41,6 +42,10 @@ class Addition(Task):
     if not 1 <= self.min_digits <= self.digits:
       raise TaskError(f"addition: min_digits must be in [1, digits={self.digits}], "
                       f"got {self.min_digits}")
+
+  def size_fields(self, size):
+    # A level keeps the shorter operands too: 1..size digits when min_digits is 1.
+    return {"digits": size, "min_digits": min(self.min_digits, size)}
 
   @property
   def tokenizer(self) -> CharTokenizer:

@@ -41,6 +41,10 @@ class Task:
   """Base class of tasks. Subclasses are frozen dataclasses whose fields are their parameters."""
   name: ClassVar[str] = ""
   description: ClassVar[str] = ""
+  # The parameter that sets the task's size, for `task.curriculum` ("": the task has none), and
+  # the smallest size it takes.
+  size_param: ClassVar[str] = ""
+  min_size: ClassVar[int] = 1
 
   @property
   def tokenizer(self) -> Tokenizer:
@@ -95,6 +99,27 @@ class Task:
     evaluation bucket. Training never sees one; evaluation sees nothing else. A task whose few
     prompts carry most of its mass narrows this, so that training keeps most of it."""
     return in_eval_bucket(self.instance_key(prompt))
+
+  def size_range(self) -> tuple[int, int]:
+    """(smallest, own) size of the task, the curriculum's levels; only for a task with a
+    `size_param`."""
+    if not self.size_param:
+      raise TaskError(f"task {self.name!r} has no size parameter")
+    return self.min_size, getattr(self, self.size_param)
+
+  def at_size(self, size: int) -> Task:
+    """This task at a smaller `size` (in `size_range()`), a curriculum level. Its prompts are
+    prompts of this task: they fit this task's `prompt_len`, encode with its tokenizer, and this
+    task's reward scores them as the level's verifier would, so that a level changes neither
+    the network's shapes nor the compiled reward."""
+    low, high = self.size_range()
+    if not low <= size <= high:
+      raise TaskError(f"{self.name}: size {size} is outside {low}..{high}")
+    return dataclasses.replace(self, **self.size_fields(size))
+
+  def size_fields(self, size: int) -> dict[str, Any]:
+    """The parameters that change at `size` (a task whose other bounds follow overrides it)."""
+    return {self.size_param: size}
 
   @property
   def reward_name(self) -> str:
@@ -182,7 +207,8 @@ def describe_tasks() -> str:
   lines = []
   for name in sorted(TASKS):
     cls = TASKS[name]
-    lines.append(f"{name}: {cls.description}")
+    size = f" (task.curriculum grows {cls.size_param})" if cls.size_param else ""
+    lines.append(f"{name}: {cls.description}{size}")
     for key, default in task_params(cls).items():
       lines.append(f"    task.params.{key} = {default!r}")
   return "\n".join(lines)

@@ -44,6 +44,7 @@ class Parentheses(Task):
   """
   name: ClassVar[str] = "parentheses"
   description: ClassVar[str] = "close the open brackets of a prefix of a balanced string"
+  size_param: ClassVar[str] = "max_pairs"
   max_pairs: int = 4
   kinds: int = 2
 

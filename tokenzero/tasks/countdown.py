@@ -148,6 +148,8 @@ class Countdown(Task):
   """
   name: ClassVar[str] = "countdown"
   description: ClassVar[str] = "reach a target from given numbers with + - * / (each at most once)"
+  size_param: ClassVar[str] = "count"
+  min_size: ClassVar[int] = 2
   count: int = 3
   max_number: int = 9
   max_target: int = 50

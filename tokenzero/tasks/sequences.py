@@ -16,6 +16,7 @@ from tokenzero.tokenizer import CharTokenizer
 @dataclasses.dataclass(frozen=True)
 class _OneString(Task):
   """A prompt of at most `length` symbols (then SEP) and an answer as long (then EOS)."""
+  size_param: ClassVar[str] = "length"
   length: int = 5
 
   def __post_init__(self):
@@ -54,15 +55,20 @@ class Sort(_OneString):
     return positional_credit(completion, "".join(sorted(prompt)), self.max_new_tokens)
 
   def jax_reward(self):
-    eos = self.tokenizer.eos_id
+    tokenizer = self.tokenizer
+    width = self.max_new_tokens
 
     def reward(prompt, prompt_len, completion, completion_len):
-      del prompt_len, completion_len
-      # Digits occupy the first `length` prompt slots; SEP/PAD ids sort below every digit id.
-      digits = jnp.sort(prompt[:, :self.length], axis=-1)
-      eos_col = jnp.full((prompt.shape[0], 1), eos, prompt.dtype)
-      target = jnp.concatenate([digits, eos_col], axis=-1)
-      return positional_credit_tokens(completion[:, :self.max_new_tokens], target)
+      del completion_len
+      # The digits fill the first prompt_len - 1 slots: `length` of them, or fewer for a
+      # curriculum level's shorter prompt. Past them (SEP, PAD) sorts last, then is cut.
+      length = prompt_len - 1
+      cols = jnp.arange(prompt.shape[1])[None, :]
+      last = jnp.iinfo(prompt.dtype).max
+      digits = jnp.sort(jnp.where(cols < length[:, None], prompt, last), axis=-1)
+      digits = jnp.pad(digits, ((0, 0), (0, max(0, width - digits.shape[1]))))
+      target = eos_then_pad(digits, length, width, tokenizer.eos_id, tokenizer.pad_id)
+      return positional_credit_tokens(completion[:, :width], target)
 
     return reward
 
@@ -82,6 +88,9 @@ class Reverse(_OneString):
       raise TaskError(f"reverse: min_length must be in [0, length={self.length}], "
                       f"got {self.min_length}")
     CharTokenizer(self.alphabet)  # rejects an empty or repeating alphabet early.
+
+  def size_fields(self, size):
+    return {"length": size, "min_length": min(self.min_length, size)}
 
   @property
   def tokenizer(self) -> CharTokenizer:

@@ -61,6 +61,7 @@ class Anagram(Task):
   """
   name: ClassVar[str] = "anagram"
   description: ClassVar[str] = "unscramble a word (any word of the list with those letters)"
+  size_param: ClassVar[str] = "max_len"
   num_words: int = 200
   min_len: int = 3
   max_len: int = 5
@@ -103,8 +104,23 @@ class Anagram(Task):
   def max_new_tokens(self) -> int:
     return max(map(len, self.words)) + 1
 
+  def size_range(self):
+    # The lengths of the list's words (a word file's may differ from min_len..max_len).
+    lengths = [len(word) for word in self.words]
+    return min(lengths), max(lengths)
+
+  def at_size(self, size):
+    low, high = self.size_range()
+    if not low <= size <= high:
+      raise TaskError(f"anagram: size {size} is outside {low}..{high}")
+    fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+    return _AnagramLevel(**{**fields, "level_len": size})
+
+  def _drawn_words(self) -> tuple[str, ...]:
+    return self.words
+
   def sample(self, rng, n):
-    words = self.words
+    words = self._drawn_words()
     out = []
     for index in rng.integers(0, len(words), size=n):
       word = words[int(index)]
@@ -123,3 +139,16 @@ class Anagram(Task):
   def score(self, prompt, completion):
     return max((positional_credit(completion, answer, self.max_new_tokens)
                 for answer in self.answers(prompt)), default=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AnagramLevel(Anagram):
+  """A curriculum level: the same word list (so the same tokenizer, slots and answers), prompts
+  drawn from its words of at most `level_len` letters. Not registered: not a user's task."""
+  level_len: int = 0
+
+  def _drawn_words(self):
+    return tuple(word for word in self.words if len(word) <= self.level_len)
+
+  def size_range(self):
+    return super().size_range()[0], self.level_len
