@@ -54,6 +54,11 @@ def run_one(task: str, variant: str, args) -> dict:
           "final_greedy_success": curve[-1]["eval_greedy_success"],
           "final_greedy_reward": curve[-1]["eval_greedy_reward"],
           "best_greedy_success": max(r["eval_greedy_success"] for r in curve),
+          # The last five evaluations' mean: one evaluation's exact match swings by 2-5 points.
+          "last5_eval_greedy_success": sum(r["eval_greedy_success"] for r in curve[-5:])
+                                       / len(curve[-5:]),
+          "last5_eval_greedy_reward": sum(r["eval_greedy_reward"] for r in curve[-5:])
+                                      / len(curve[-5:]),
           "last10_value_error": sum(r["value_error"] for r in tail) / max(len(tail), 1),
           "last10_return_std": sum(r["return_std"] for r in tail) / max(len(tail), 1),
           "curve": curve}
