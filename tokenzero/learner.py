@@ -1,6 +1,7 @@
 """Learner: distil the search policy and the returns into the network with optax.
 
-loss = cross-entropy(search policy, network policy) + value_loss_weight * (value - return)^2,
+loss = cross-entropy(search policy, network policy) + value_loss_weight * (value - target)^2
+(the target: the return, or what `Trajectory.value_target` holds, tokenzero/targets.py),
 both averaged over the steps where a decision was taken, + anchor_weight * the next-token loss
 on a batch of demonstrations when an anchor batch is given (`demos.lm_loss`: fresh data that
 keeps a model trained on its own outputs close to real text). The optimizer is optax's AdamW
@@ -94,7 +95,8 @@ def loss_fn(params, traj: Trajectory, *, config: ModelConfig, weights: LossWeigh
   mask = traj.step_mask.astype(jnp.float32)
   denom = jnp.maximum(mask.sum(), 1.0)
   loss_policy = jnp.sum(policy_ce * mask) / denom
-  value_err = (value - traj.reward[:, None]) ** 2
+  value_target = traj.reward[:, None] if traj.value_target is None else traj.value_target
+  value_err = (value - jax.lax.stop_gradient(value_target)) ** 2
   loss_value = jnp.sum(value_err * mask) / denom
   entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
   loss_anchor = lm_loss(params, config, anchor) if anchor is not None else jnp.zeros(())
