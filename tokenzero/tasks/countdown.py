@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from typing import ClassVar
 
+from tokenzero.tasks import countdown_jax
 from tokenzero.tasks.base import Task, TaskError, register
 from tokenzero.tokenizer import CharTokenizer
 
@@ -207,3 +208,11 @@ class Countdown(Task):
     if value is None:
       return 0.0
     return 0.5 * max(0.0, 1.0 - abs(value - target) / target)
+
+  def jax_reward(self):
+    # Exact where int32 holds every value an answer over the prompt's numbers can take (the
+    # bound is `countdown_jax.value_bound`: count <= 9 at max_number 9, <= 4 at 100); past
+    # it, the host callback.
+    if countdown_jax.value_bound(self.count, self.max_number) > countdown_jax.INT32_MAX:
+      return None
+    return countdown_jax.countdown_token_reward(self.tokenizer)
