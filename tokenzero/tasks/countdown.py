@@ -210,9 +210,9 @@ class Countdown(Task):
     return 0.5 * max(0.0, 1.0 - abs(value - target) / target)
 
   def jax_reward(self):
-    # Exact where int32 holds every value an answer over the prompt's numbers can take (the
-    # bound is `countdown_jax.value_bound`: count <= 9 at max_number 9, <= 4 at 100); past
-    # it, the host callback.
-    if countdown_jax.value_bound(self.count, self.max_number) > countdown_jax.INT32_MAX:
-      return None
-    return countdown_jax.countdown_token_reward(self.tokenizer)
+    # In the graph while every value an answer over the prompt's numbers can take stays below
+    # countdown_jax.LIMIT (count <= 9 at max_number 9, <= 4 at 100); past that bound, the rows
+    # whose values reach it are scored here, through a host callback.
+    bound = countdown_jax.value_bound(self.count, self.max_number)
+    return countdown_jax.countdown_token_reward(
+        self.tokenizer, score=self.score if bound >= countdown_jax.LIMIT else None)

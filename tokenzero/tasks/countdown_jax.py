@@ -6,29 +6,34 @@ stack machine under `lax.scan` over the decoded answer: one step per character a
 end. It checks the syntax, divides only exactly and never by zero, and records the numbers
 written, which must be a sub-multiset of the prompt's, as `countdown.check` does.
 
-Exactness: every value is int32. The verifier scores 0 whenever the answer uses a number it was
-not given, so only expressions over the prompt's numbers (each at most once) need exact values,
-and their every intermediate value is at most `value_bound(count, max_number)` in size (a number
-written with more digits than int32 holds saturates at `INT32_MAX`, which no prompt gives). Where
-that bound passes int32, `Countdown.jax_reward` returns None and the task's reward is the host
-callback. The reward does not depend on the task's parameters: one compile serves them all.
+Exact over every parameter the task takes. Values are int32 and kept below `LIMIT` = 10**9 in
+size (so that a sum never wraps, and a prompt's number fits when it has at most nine digits; a
+product is checked before it is taken). A row whose expression would reach it, or whose prompt
+holds a number of ten digits or more, is marked `big` and, if its answer has ended, parses and
+uses only the prompt's numbers, is scored by `Countdown.score` through a host callback, behind
+a `lax.cond` that leaves the device only when some row needs it. The verifier scores 0 whenever
+the answer uses a number it was not given, so only expressions over the prompt's numbers (each
+at most once) need exact values, and all of their values are at most
+`value_bound(count, max_number)` in size: below `LIMIT` (count <= 9 at max_number 9, <= 4 at
+100) no row is ever big and the reward has no callback at all.
 
 Dimension letters: B batch, P prompt slots, T answer budget.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokenzero.rewards import TokenReward
+from tokenzero.rewards import TokenReward, ended_rows
 from tokenzero.tasks.base import decoded_symbols
 from tokenzero.tokenizer import CharTokenizer
 
 INT32_MAX = 2**31 - 1
+LIMIT = 10**9  # values at or past this size go to the host (2 * LIMIT < 2**31)
 # What a character is to the machine; `_END` follows the answer's last one, `_AFTER` pads.
 _DIGIT, _PLUS, _MINUS, _TIMES, _DIVIDE, _OPEN, _CLOSE, _SEPARATOR, _END, _AFTER = range(10)
 _KINDS = {**{str(d): _DIGIT for d in range(10)}, "+": _PLUS, "-": _MINUS, "*": _TIMES,
@@ -55,7 +60,9 @@ class _Machine(NamedTuple):
   in_number: jax.Array  # [B] bool
   want_operand: jax.Array  # [B] bool: a number or '(' must come next
   depth: jax.Array  # [B] int32 open parentheses
-  ok: jax.Array  # [B] bool: no syntax error and no inexact division so far
+  parsed: jax.Array  # [B] bool: no syntax error so far
+  exact: jax.Array  # [B] bool: no division by zero or with a remainder so far
+  big: jax.Array  # [B] bool: a value reached LIMIT (then the values are not read)
 
 
 def _top(stack: jax.Array, size: jax.Array, below: int = 0) -> jax.Array:
@@ -82,10 +89,15 @@ def _reduce(machine: _Machine, want: jax.Array) -> _Machine:
                                             jax.lax.div(left, divisor))))
   # Truncated and floored division agree whenever the remainder is 0, the only case kept.
   bad = (op == _DIVIDE) & ((right == 0) | (jax.lax.rem(left, divisor) != 0))
+  # Both operands are below LIMIT, so a sum or difference does not wrap; |a * b| >= LIMIT
+  # exactly when |a| > (LIMIT - 1) // |b|; a quotient is never larger than its dividend.
+  size = jnp.abs(right)
+  big = jnp.where(op == _TIMES, jnp.abs(left) > (LIMIT - 1) // jnp.maximum(size, 1),
+                  (op != _DIVIDE) & (jnp.abs(value) >= LIMIT))
   return machine._replace(
       values=_put(machine.values, machine.num_values - 2, value, want),
       num_values=machine.num_values - want, num_ops=machine.num_ops - want,
-      ok=machine.ok & ~(want & bad))
+      exact=machine.exact & ~(want & bad), big=machine.big | (want & big))
 
 
 def _step(machine: _Machine, column) -> tuple[_Machine, None]:
@@ -98,7 +110,7 @@ def _step(machine: _Machine, column) -> tuple[_Machine, None]:
   m = m._replace(values=_put(m.values, m.num_values, m.number, ends),
                  num_values=m.num_values + ends,
                  literals=_put(m.literals, m.num_literals, m.number, ends),
-                 num_literals=m.num_literals + ends,
+                 num_literals=m.num_literals + ends, big=m.big | (ends & (m.number >= LIMIT)),
                  want_operand=m.want_operand & ~ends, in_number=m.in_number & is_digit)
   starts = is_digit & ~m.in_number
   number = jnp.where(starts, digit, jnp.where(m.number > (INT32_MAX - 9) // 10, INT32_MAX,
@@ -109,7 +121,7 @@ def _step(machine: _Machine, column) -> tuple[_Machine, None]:
             | ((is_op | closes | end) & m.want_operand) | (kind == _SEPARATOR)
             | (closes & (m.depth == 0)) | (end & (m.depth != 0)))
   m = m._replace(number=jnp.where(is_digit, number, m.number), in_number=m.in_number | starts,
-                 ok=m.ok & ~broken)
+                 parsed=m.parsed & ~broken)
   # Left to right: an operator first applies the pending ones of its precedence or higher; ')'
   # and the end apply every one back to the '(' or the start. Between two '(' the pending
   # operators rise in precedence, so there are at most two (a + b * c): two rounds suffice.
@@ -156,24 +168,40 @@ def _ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
   return jnp.where(num >= den, 1.0, value)
 
 
-def _read_prompt(kinds: jax.Array, digits: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _read_prompt(kinds: jax.Array, digits: jax.Array) -> tuple[jax.Array, ...]:
   """`n1,n2,...:target` as kinds/digits [B, P] (`_END` at its end) -> (fields [B, P]: the
-  numbers then the target, num_fields [B])."""
+  numbers then the target, num_fields [B], big [B]: a field of ten digits or more, the
+  numbers that reach LIMIT)."""
   width = kinds.shape[1]
   ends = (kinds == _SEPARATOR) | (kinds == _END)
   field = jnp.cumsum(ends, axis=1) - ends  # [B, P] the field each character belongs to
   in_field = (field[:, :, None] == jnp.arange(width)[None, None, :]) & (
       kinds == _DIGIT)[:, :, None]  # [B, P, F]
-  # A digit's place: the digits after it in its field. The task's prompts hold numbers <=
-  # max_number and a target <= value_bound (< 2**31): no field has more than 10 digits.
-  after = jnp.sum(in_field, axis=1, keepdims=True) - jnp.cumsum(in_field, axis=1)  # [B, P, F]
+  # A digit's place: the digits after it in its field (nine digits at most, or `big`).
+  num_digits = jnp.sum(in_field, axis=1)  # [B, F]
+  after = num_digits[:, None, :] - jnp.cumsum(in_field, axis=1)  # [B, P, F]
   place = jnp.asarray([10 ** k for k in range(10)], jnp.int32)[jnp.clip(after, 0, 9)]
   fields = jnp.sum(jnp.where(in_field, digits[:, :, None] * place, 0), axis=1)  # [B, F]
-  return fields, jnp.sum(ends, axis=1, dtype=jnp.int32)
+  return fields, jnp.sum(ends, axis=1, dtype=jnp.int32), jnp.any(num_digits >= 10, axis=1)
 
 
-def countdown_token_reward(tokenizer: CharTokenizer) -> TokenReward:
-  """`Countdown.score` on tokens (exact where `value_bound` fits int32: see the module)."""
+def _host_scores(score: Callable[[str, str], float], tokenizer: CharTokenizer):
+  """The callback that scores the rows marked in `rows` [B] with `score` on their text."""
+  def host(rows, prompt, prompt_len, completion, completion_len):
+    rows, prompt, prompt_len, completion, completion_len = map(
+        np.asarray, (rows, prompt, prompt_len, completion, completion_len))
+    out = np.zeros(rows.shape, np.float32)
+    for row in np.flatnonzero(rows):
+      out[row] = score(tokenizer.decode(prompt[row, :prompt_len[row]]),
+                       tokenizer.decode(completion[row, :completion_len[row]]))
+    return out
+  return host
+
+
+def countdown_token_reward(tokenizer: CharTokenizer, *,
+                           score: Callable[[str, str], float] | None = None) -> TokenReward:
+  """`Countdown.score` on tokens. `score`: the task's, for the rows whose values reach LIMIT
+  (None: no row can, at the task's parameters; the reward then has no callback)."""
   first_symbol = tokenizer.vocab_size - len(tokenizer.alphabet)
   eos_id, pad_id = tokenizer.eos_id, tokenizer.pad_id
   kind_of = np.full(tokenizer.vocab_size, _SEPARATOR, np.int32)  # [V]
@@ -194,7 +222,7 @@ def countdown_token_reward(tokenizer: CharTokenizer) -> TokenReward:
 
   def reward(prompt, prompt_len, completion, completion_len):
     # The prompt as `prompts.encode_batch` lays it out: its text, then SEP.
-    fields, num_fields = _read_prompt(*as_kinds(prompt, prompt_len - 1))
+    fields, num_fields, prompt_big = _read_prompt(*as_kinds(prompt, prompt_len - 1))
     kinds, digits = as_kinds(*decoded_symbols(completion, completion_len, eos_id=eos_id,
                                               pad_id=pad_id, first_symbol=first_symbol))
     num_numbers = num_fields - 1
@@ -204,7 +232,8 @@ def countdown_token_reward(tokenizer: CharTokenizer) -> TokenReward:
     zero = jnp.zeros((batch,), jnp.int32)
     start = _Machine(values=stack, num_values=zero, ops=stack, num_ops=zero, literals=stack,
                      num_literals=zero, number=zero, in_number=zero > 0,
-                     want_operand=zero == 0, depth=zero, ok=zero == 0)
+                     want_operand=zero == 0, depth=zero, parsed=zero == 0, exact=zero == 0,
+                     big=prompt_big)
     machine, _ = jax.lax.scan(_step, start, (kinds.T, digits.T))
     # Each number written at most as often as the prompt gives it.
     literals = machine.literals
@@ -214,12 +243,27 @@ def countdown_token_reward(tokenizer: CharTokenizer) -> TokenReward:
                             axis=-1)
     times_given = jnp.sum(given[:, None, :] & (literals[:, :, None] == fields[:, None, :]),
                           axis=-1)
-    valid = machine.ok & jnp.all(~written | (times_written <= times_given), axis=1)
+    uses_given = jnp.all(~written | (times_written <= times_given), axis=1)
+    valid = machine.parsed & machine.exact & uses_given & ~machine.big
     value = machine.values[:, 0]
     # 0.5 * (1 - |value - target| / target), nonzero only for 0 < value < 2 * target.
     near = valid & (value > 0) & (value - target < target)
     partial = 0.5 * _ratio(jnp.where(near, target - jnp.abs(value - target), 1),
                            jnp.maximum(target, 1))
-    return jnp.where(valid & (value == target), 1.0, jnp.where(near, partial, 0.0))
+    values = jnp.where(valid & (value == target), 1.0, jnp.where(near, partial, 0.0))
+    if score is None:
+      return values
+    # Big rows that may score: the search reads a reward only where the answer ended (as the
+    # host callback of a Python reward, the others get 0).
+    to_host = (ended_rows(completion, completion_len, eos_id) & machine.parsed
+               & (prompt_big | (machine.big & uses_given)))
+    shape = jax.ShapeDtypeStruct((batch,), jnp.float32)
+    scored = jax.lax.cond(
+        jnp.any(to_host),
+        lambda: jax.pure_callback(_host_scores(score, tokenizer), shape, to_host, prompt,
+                                  prompt_len, completion, completion_len,
+                                  vmap_method="sequential"),
+        lambda: jnp.zeros((batch,), jnp.float32))
+    return jnp.where(machine.big, scored, values)
 
   return reward
