@@ -1,10 +1,8 @@
 """The in-graph rewards of anagram and countdown equal their Python `score` on the text the
 host callback would decode, over each task's parameter range: true answers, near misses (one
 character changed, one short, one too many, no EOS), random strings, tokens in any layout, and
-countdown's values near and past the int32 limit, which the host scores (and only those);
-(tokenzero/tasks/words.py, tokenzero/tasks/countdown_jax.py). One jit per shape, many rows."""
-
-import itertools
+countdown's values near and past the int32 limit (past 10**9, and only there, the host scores
+them). One jit per shape, many rows (tokenzero/tasks/words.py, tokenzero/tasks/countdown_jax.py)."""
 
 import jax
 import jax.numpy as jnp
