@@ -107,7 +107,7 @@ def test_anagram_reward_equals_score(name, tmp_path):
   # A curriculum level's prompts (its shorter words) are the full task's, scored by its reward.
   level = task.at_size(task.size_range()[0])
   prompts, completions = [], []
-  for prompt in (task.sample(rng, 40) + level.sample(rng, 8)
+  for prompt in (task.sample(rng, 24) + level.sample(rng, 6)
                  + [task.words[0][::-1], "".join(symbols[:3])]):
     answers = task.answers(prompt) or (prompt,)
     texts = list(answers) + _near_misses(rng, answers[0], symbols, budget) + [
@@ -220,9 +220,9 @@ def test_countdown_reward_equals_score():
   for name, params in COUNTDOWNS.items():
     task = Countdown(**params)
     symbols, budget = task.tokenizer.alphabet, task.max_new_tokens
-    pairs = _planted(rng, task, 24)
+    pairs = _planted(rng, task, 12)
     if task.count <= 4:
-      pairs += [(p, countdown.solve(*countdown.parse_prompt(p))) for p in task.sample(rng, 12)]
+      pairs += [(p, countdown.solve(*countdown.parse_prompt(p))) for p in task.sample(rng, 6)]
     start = len(prompts)
     for prompt, answer in pairs:
       numbers, target = countdown.parse_prompt(prompt)
@@ -268,8 +268,6 @@ def test_countdown_reward_equals_score():
 
 def test_countdown_host_callback_only_past_the_limit():
   for params, in_graph in [(dict(count=9, max_number=9), True), (dict(count=10), False),
-                           (dict(count=4, max_number=100), True),
-                           (dict(count=5, max_number=100), False),
                            (dict(count=2, max_number=31622), True),
                            (dict(count=2, max_number=31623), False)]:
     task = Countdown(**params)
