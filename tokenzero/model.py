@@ -76,11 +76,15 @@ def _head_matmul(x, kernel):
   """The LM head: x [..., M] in the compute dtype, kernel [M, V] (the params' dtype) -> float32
   logits [..., V].
 
-  A matmul in the compute dtype accumulated and returned in float32 (`preferred_element_type`):
-  under bfloat16 it stays on the bf16 tensor-core path (2x TF32's rate, 4x+ float32's on recent
-  GPUs) for the model's largest matmul at real vocabularies, and what the softmax, top-K and
-  log-probs see is no longer rounded to 8 bits (a bf16 logit of 20 is off by up to 0.06). The
-  inputs' rounding remains, as in every other layer. Under float32 it is the float32 matmul.
+  Under bfloat16, a bf16 matmul accumulated and returned in float32 (`preferred_element_type`),
+  rather than a float32 matmul: at real vocabularies the head is the model's largest matmul
+  (65% of a token's matmul FLOPs at GPT-2's vocabulary and 6 layers of d=384), and bf16 runs at
+  twice TF32's rate on an H100's tensor cores (float32 far below both). The logits are then no
+  longer rounded to bf16's 8 bits (a logit of 20 moved by up to 0.06) before the softmax, top-K
+  and log-probs; the inputs' rounding stays, as in every layer, and dominates:
+  benchmarks/lm_head_dtype.py finds the same error against the float32 model with a float32
+  head. On CPU a float32 head is faster alone (XLA's bf16 dot is slow there), but a bf16 model
+  is slower than a float32 one as a whole: use float32 on CPU, where this is a float32 matmul.
   """
   return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32)
 
