@@ -155,11 +155,11 @@ def main(argv=None) -> dict:
   print(f"{result['device']}: B={batch}, S={simulations}, P={prompt_len}, T={answer}, "
         f"{config.model.num_layers} layers d={config.model.d_model} {config.model.dtype}, "
         f"{result['params'] / 1e6:.2f}M params; {config.model.dtype} matmul peak "
-        f"{peak / 1e12:.2f} TFLOP/s")
+        f"{peak / 1e9:,.0f} GFLOP/s")
   for it in iterations:
     print(f"  iteration {it['iteration']}: {it['seconds']:.2f} s (self-play {it['selfplay_s']:.2f}"
           f" s, learner {it['train_s']:.2f} s), {it['compiles']} compilations"
-          f"; reward {it['selfplay_reward']:.3f}, loss_policy {it['loss_policy']}")
+          f"; reward {it['selfplay_reward']:.3f}, loss_policy {it['loss_policy']:.4f}")
   print(f"  self-play {live_sims:,.0f} sims/s (live decisions x S / s), MFU self-play "
         f"{result['selfplay_mfu']:.4f}, learner {result['learner_mfu']:.4f}, iteration "
         f"{result['iteration_mfu']:.4f}")
