@@ -5,7 +5,8 @@ The run's config is experiments/sort.toml with KEY=VALUE overrides (the check pa
 `selfplay.batch_size=1024` and the model). `loop.run_iteration` runs twice on fresh prompts:
 iteration 1 compiles (its seconds include compilation), iteration 2 is the timed one (its
 compilations are counted, and 0 is expected). The trajectory is read by a spy around
-`selfplay.self_play` (the package is not edited for a benchmark). Evaluation and checkpoints are not part of an iteration's time and are not run.
+`selfplay.self_play` (the package is not edited for a benchmark). Evaluation and checkpoints
+are not part of an iteration's time and are not run.
 
 Useful FLOPs (what the iteration must run; padding and finished rows are not useful work):
   self-play: every live decision runs S simulations of one token each, each
