@@ -21,19 +21,34 @@ CONFIGS = {
                              num_kv_heads=2, d_model=32, context=16, attn_bias=False,
                              proj_bias=False, tie_embeddings=False),
 }
-# bf16 keeps 8 significant bits (a rounding is ~0.4% of a value); through two layers to logits
-# of unit scale (std ~0.3-1 here) the float32 model's logits and values move by up to ~0.06
-# here. 0.1 is the bound; a bf16 model that breaks (a mask overflowing, a layer in the wrong
-# dtype) misses it by far.
-TOLERANCE = 0.1
+# The bf16 tolerance, in units of the float32 logits' spread (std 0.2-0.35 for the GPT-2, ~1 for
+# the Llama here). bf16 keeps 8 significant bits (a rounding moves a value by up to 0.2%); over
+# eight parameter draws, two layers moved the logits by at most 0.12 std (0.05 for the GPT-2)
+# and by 0.01 std on average, the values by at most 0.015. A bf16 model that breaks (a mask that
+# overflows, a layer in the wrong dtype) misses these by far.
+MAX_ERROR, MEAN_ERROR, VALUE_ERROR = 0.25, 0.02, 0.05
 ROWS, PROMPT_LEN, NEW_TOKENS = 32, 6, 8
 
-def _sharpened(params):
-  """Random init sharpened (as test_model does), so that logits spread beyond near-ties; the
-  noise drawn in numpy: no compilation."""
+def _params(config):
+  """Params as `init_params` draws them (shapes from `jax.eval_shape`, values in numpy: no
+  compilation), sharpened as test_model does (+ N(0, 0.05)) so that logits spread beyond
+  near-ties."""
   rng = np.random.default_rng(1)
-  return jax.tree.map(lambda x: np.asarray(x) + 0.05 * rng.standard_normal(x.shape, np.float32),
-                      params)
+
+  def draw(path, shape):
+    name = jax.tree_util.keystr(path)
+    if "scale" in name:
+      init = np.ones(shape.shape, np.float32)
+    elif "bias" in name or "value_head" in name:
+      init = np.zeros(shape.shape, np.float32)
+    elif "embed" in name:
+      init = 0.02 * rng.standard_normal(shape.shape, np.float32)
+    else:  # lecun_normal
+      init = rng.standard_normal(shape.shape, np.float32) / np.sqrt(shape.shape[0])
+    return init + 0.05 * rng.standard_normal(shape.shape, np.float32)
+
+  shapes = jax.eval_shape(model_lib.init_params, config, jax.random.key(0))
+  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -51,7 +66,7 @@ def _decode_and_score(params, config, prompt):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_bfloat16_decoding_is_close_to_float32(name):
   config = CONFIGS[name]
-  params = _sharpened(model_lib.init_params(config, jax.random.key(0)))
+  params = _params(config)
   prompt = np.random.default_rng(2).integers(0, config.vocab_size, (ROWS, PROMPT_LEN), np.int32)
   gen, out32, out16 = _decode_and_score(params, config, prompt)
 
@@ -60,8 +75,11 @@ def test_bfloat16_decoding_is_close_to_float32(name):
   logits16 = np.asarray(out16.logits)
   representable = logits16 == logits16.astype(jnp.bfloat16).astype(np.float32)
   assert representable.mean() < 0.05, representable.mean()
-  np.testing.assert_allclose(out16.logits, out32.logits, atol=TOLERANCE, rtol=0)
-  np.testing.assert_allclose(out16.value, out32.value, atol=TOLERANCE, rtol=0)
+  scale = float(np.std(out32.logits))
+  error = np.abs(logits16 - np.asarray(out32.logits))
+  assert error.max() <= MAX_ERROR * scale and error.mean() <= MEAN_ERROR * scale, (
+      error.max() / scale, error.mean() / scale)
+  np.testing.assert_allclose(out16.value, out32.value, atol=VALUE_ERROR, rtol=0)
   # The KV cache stays in the compute dtype: bf16's memory saving is kept.
   half = dataclasses.replace(config, dtype="bfloat16")
   cache = jax.eval_shape(
@@ -75,11 +93,11 @@ def test_bfloat16_decoding_is_close_to_float32(name):
   log_z = np.log(np.sum(np.exp(decisions32 - decisions32.max(-1, keepdims=True)), -1))
   logprobs32 = (np.take_along_axis(decisions32, picked[..., None], axis=2)[..., 0]
                 - decisions32.max(-1) - log_z)
-  np.testing.assert_allclose(gen.logprobs, logprobs32, atol=2 * TOLERANCE, rtol=0)
+  np.testing.assert_allclose(gen.logprobs, logprobs32, atol=2 * MAX_ERROR * scale, rtol=0)
   # A row's bf16 answer is the float32 model's greedy answer when every step's pick is float32's
-  # argmax on the same prefix: most rows are. Any other pick is a near-tie in float32 (within
-  # 2 x TOLERANCE of the best, all that logits within TOLERANCE allow).
+  # argmax on the same prefix: most rows are (78-100% over the draws above). Any other pick is a
+  # near-tie in float32: within 2 x MAX_ERROR of the best, all that logits that close allow.
   agree = picked == decisions32.argmax(-1)  # [B, T]
-  assert np.all(agree, axis=1).mean() >= 0.75, np.all(agree, axis=1).mean()
+  assert np.all(agree, axis=1).mean() >= 0.6, np.all(agree, axis=1).mean()
   gaps = decisions32.max(-1) - np.take_along_axis(decisions32, picked[..., None], 2)[..., 0]
-  assert gaps.max() <= 2 * TOLERANCE, gaps.max()
+  assert gaps.max() <= 2 * MAX_ERROR * scale, gaps.max() / scale
