@@ -50,7 +50,9 @@ def _traced_with(head, fn, *args):
   real = model_lib._head_matmul
   model_lib._head_matmul = head
   try:
-    compiled = jax.jit(fn).lower(*args).compile()
+    # A fresh function each time: jit caches a trace per function, and the same `fn` would
+    # reuse the first head's.
+    compiled = jax.jit(lambda *a: fn(*a)).lower(*args).compile()
   finally:
     model_lib._head_matmul = real
   jax.block_until_ready(compiled(*args))
