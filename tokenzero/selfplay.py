@@ -95,6 +95,8 @@ def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature
   return Choice(slot=jnp.where(explore, random_slot, slot).astype(jnp.int32), explored=explore)
 
 
+# Nothing is donated: the tree and the KV cache are the scan's carry inside this program, and
+# the params go on to the learner (which donates them).
 @functools.partial(jax.jit, static_argnames=(
     "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id"))
 def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: ModelConfig,
