@@ -11,6 +11,9 @@ Beside the targets, each step records what the learning diagnostics need
 a complete answer, and where the played token came from. All of it is the search's output or the
 action's coin flips: no extra forward.
 
+On a device mesh (`tokenzero.mesh`) the rows are split over its data devices: each row's tree is
+its own, so jit's sharding propagation runs every slice's searches on its device alone.
+
 Dimension letters: B batch, P prompt slots, T answer budget, K candidates.
 """
 
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
+from tokenzero import mesh as mesh_lib
 from tokenzero import search as search_lib
 from tokenzero import tree_reuse
 from tokenzero.config import ModelConfig, SearchConfig, SelfPlayConfig
@@ -90,12 +94,15 @@ def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id"))
+    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id",
+    "mesh"))
 def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: ModelConfig,
               search_config: SearchConfig, selfplay_config: SelfPlayConfig,
-              reward_fn: TokenReward, max_new_tokens: int, eos_id: int) -> Trajectory:
+              reward_fn: TokenReward, max_new_tokens: int, eos_id: int,
+              mesh: mesh_lib.DeviceMesh | None = None) -> Trajectory:
   """Plays one episode per prompt row [B, P]. `temperature` is traced: changing it never
-  recompiles."""
+  recompiles. `mesh`: the trajectories come back split over its data devices, as the prompts
+  went in (None: wherever jit puts them)."""
   state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
   reuse = search_config.reuse_tree
   kept = search_lib.no_kept_tree(config, search_config, state) if reuse else None
@@ -126,7 +133,7 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
   (state, _), steps = jax.lax.scan(body, (state, kept), jax.random.split(rng, max_new_tokens))
   reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
   steps_first = lambda x: jnp.swapaxes(x, 0, 1)
-  return Trajectory(
+  traj = Trajectory(
       prompt=prompt,
       prompt_len=prompt_len,
       tokens=state.tokens,
@@ -144,3 +151,4 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       terminal_on_pick=steps_first(steps.terminal_on_pick),
       explored=steps_first(steps.explored),
       off_policy=steps_first(steps.off_policy))
+  return traj if mesh is None else mesh.constrain_batch(traj)
