@@ -44,7 +44,8 @@ def collectives(hlo: str) -> list[dict]:
   for line in hlo.splitlines():
     if match := COLLECTIVE.search(line):
       op = re.search(r'op_name="([^"]*)"', line)
-      found[(match.group(2), match.group(1)[:80], op.group(1).rsplit("/", 3)[-1] if op else "")] += 1
+      source = op.group(1).rsplit("/", 3)[-1] if op else ""
+      found[(match.group(2), match.group(1)[:80], source)] += 1
   return [{"kind": k, "shape": s, "op": o, "count": n} for (k, s, o), n in found.most_common()]
 
 
@@ -122,8 +123,8 @@ def main() -> None:
     return
   results = []
   for devices in args.devices:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               TOKENZERO_COMPILATION_CACHE="off")
+    env = dict(os.environ, TOKENZERO_COMPILATION_CACHE="off",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""),
                                  f"--xla_force_host_platform_device_count={devices}"]).strip()
     load_before = os.getloadavg()

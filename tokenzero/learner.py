@@ -127,8 +127,8 @@ def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
   optimizer state and per-step `TrainMetrics`. `mesh`: params, gradients and optimizer state
   are held to its layout at every step (None: wherever jit puts them)."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  # Pinned, so that the donated buffers come back in the layout they went in: the next call
-  # reuses this program, and under FSDP the gradient is reduce-scattered, never gathered whole.
+  # Pinned, so that the donated buffers come back in the layout they went in (the next call
+  # reuses this program), and under FSDP each device updates only its slice of every param.
   pin = (lambda tree: tree) if mesh is None else mesh.constrain_params
 
   def one_step(carry, _):

@@ -95,7 +95,6 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   traj = jax.block_until_ready(traj)
   rewards.raise_pending()
   t1 = time.monotonic()
-  played = mesh_lib.to_host(traj)  # the global batch, for the metrics
   anchor = None
   if loop.anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
     picks = np.random.default_rng([config.seed, 3, iteration]).integers(
@@ -109,6 +108,7 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
       reference=loop.reference, mesh=mesh)
   metrics = mesh_lib.to_host(metrics)
   t2 = time.monotonic()
+  played = mesh_lib.to_host(traj)  # the global batch (every process's rows), for the metrics
   state = ckpt_lib.TrainState(params=params, opt_state=opt_state,
                               step=state.step + config.optim.steps_per_iteration,
                               iteration=jnp.int32(iteration), rng=state.rng)

@@ -2,9 +2,9 @@
 
 `build(config)` makes the task (which loads the user's reward file: once per run), fits the
 model's vocabulary and context to it, settles the reward and the tokens an answer may use, and
-lays out the device mesh; every check happens there, before anything compiles. `load_run` reads a run directory's config
-and newest (or given) checkpoint; `load_model` reads either an HF model directory or a run
-directory, for the commands that take both (`decode`, `sft`).
+lays out the device mesh; every check happens there, before anything compiles. `load_run`
+reads a run directory's config and newest (or given) checkpoint; `load_model` reads either an
+HF model directory or a run directory, for the commands that take both (`decode`, `sft`).
 
 Dimension letters: V vocab.
 """

@@ -11,8 +11,9 @@ Beside the targets, each step records what the learning diagnostics need
 a complete answer, and where the played token came from. All of it is the search's output or the
 action's coin flips: no extra forward.
 
-On a device mesh (`tokenzero.mesh`) the rows are split over its data devices: each row's tree is
-its own, so jit's sharding propagation runs every slice's searches on its device alone.
+On a device mesh (`tokenzero.mesh`) the rows are split over its data devices. Each row's tree is
+its own, so the results do not depend on the split; XLA still moves the row-indexed reads and
+writes of the tree (`x[rows, i]`) across devices (benchmarks/mesh_throughput.json lists them).
 
 Dimension letters: B batch, P prompt slots, T answer budget, K candidates.
 """
