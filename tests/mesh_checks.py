@@ -70,8 +70,10 @@ def _fsdp(setup, state: ckpt_lib.TrainState, root: Path) -> dict:
       selfplay_config=config.selfplay, reward_fn=setup.reward_fn,
       max_new_tokens=setup.max_new_tokens, eos_id=setup.tokenizer.eos_id, mesh=mesh4)
   mesh22 = mesh_lib.make(config_lib.resolve(overrides=BASE + ["mesh.data=2", "mesh.model=2"]))
+  # The loop's very arguments (anchor and reference too): its compiled learner serves mesh4.
   steps = dict(config=config.model, optimizer=loop.optimizer, num_steps=2,
-               weights=learner.LossWeights.from_config(config.optim))
+               weights=learner.LossWeights.from_config(config.optim), anchor=None,
+               reference=None)
   copy = lambda tree: jax.tree.map(jnp.copy, tree)  # train_steps donates its params
   params4, _, metrics4 = learner.train_steps(copy(state.params), copy(state.opt_state), traj,
                                              mesh=mesh4, **steps)
