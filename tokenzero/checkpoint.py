@@ -42,6 +42,16 @@ class TrainState(NamedTuple):
                iteration=jnp.int32(0), rng=jax.random.key_data(key))
 
 
+def place(state: TrainState, mesh) -> TrainState:
+  """`state` on a `mesh.DeviceMesh`: params and optimizer state in its parameter layout, the
+  counters and key replicated. A template placed so restores onto the mesh (orbax reads each
+  array's shards where the template's sharding puts them)."""
+  return TrainState(params=mesh.place_params(state.params),
+                    opt_state=mesh.place_params(state.opt_state),
+                    **mesh.place_replicated(dict(step=state.step, iteration=state.iteration,
+                                                 rng=state.rng)))
+
+
 def _manager(directory: Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=False,

@@ -1,10 +1,10 @@
 """What a run is made of, built once: `Setup` from a `RunConfig`, and loading a finished run.
 
 `build(config)` makes the task (which loads the user's reward file: once per run), fits the
-model's vocabulary and context to it, and settles the reward and the tokens an answer may use;
-every check happens there, before anything compiles. `load_run` reads a run directory's config
-and newest (or given) checkpoint; `load_model` reads either an HF model directory or a run
-directory, for the commands that take both (`decode`, `sft`).
+model's vocabulary and context to it, settles the reward and the tokens an answer may use, and
+lays out the device mesh; every check happens there, before anything compiles. `load_run`
+reads a run directory's config and newest (or given) checkpoint; `load_model` reads either an
+HF model directory or a run directory, for the commands that take both (`decode`, `sft`).
 
 Dimension letters: V vocab.
 """
@@ -23,8 +23,9 @@ import optax
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
 from tokenzero import curriculum, hf, learner, rundir
+from tokenzero import mesh as mesh_lib
 from tokenzero import model as model_lib
-from tokenzero.config import ConfigError, ModelConfig, RunConfig
+from tokenzero.config import ConfigError, MeshConfig, ModelConfig, RunConfig
 from tokenzero.rewards import TokenReward
 from tokenzero.tasks import Task, make_task, task_token_reward
 from tokenzero.tokenizer import Tokenizer, answer_mask
@@ -38,6 +39,7 @@ class Setup:
   max_new_tokens: int  # answer budget T, EOS included
   reward_fn: TokenReward  # the task's reward on tokens
   allowed: jax.Array  # [V] bool: tokens an answer may use
+  mesh: mesh_lib.DeviceMesh  # the devices it computes on (config.mesh)
 
   @property
   def tokenizer(self) -> Tokenizer:
@@ -56,7 +58,8 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
       max_new_tokens=max_new_tokens, longest_prompt=task.longest_prompt(),
       padded_vocab_ok=bool(config.init_from))
   allowed = jnp.asarray(answer_mask(task.tokenizer, config.model.vocab_size))
-  return Setup(config, task, max_new_tokens, task_token_reward(task), allowed)
+  return Setup(config, task, max_new_tokens, task_token_reward(task), allowed,
+               mesh_lib.make(config))
 
 
 def _from_pretrained(config: RunConfig) -> RunConfig:
@@ -109,7 +112,9 @@ def load_run(run_dir: str | Path, iteration: int | None = None) -> tuple[Setup, 
   """(Setup, params) of a run directory's newest (or given) checkpoint, for eval and decode."""
   run_dir = Path(run_dir)
   config = config_lib.from_dict(RunConfig, rundir.read_config(run_dir))
-  setup = build(config)
+  # Reading a finished run (eval, decode) computes on one device, whatever mesh trained it: a
+  # checkpoint restores onto any mesh, and its training batch need not divide over this one.
+  setup = build(dataclasses.replace(config, mesh=MeshConfig(data=1)))
   params = model_lib.init_params(setup.config.model, jax.random.key(0))
   template = ckpt_lib.TrainState.create(params, learner.make_optimizer(setup.config.optim, 1),
                                         jax.random.key(0))

@@ -23,8 +23,9 @@ from tokenzero.config import ConfigError, RunConfig
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
-# Keys that may change when a run is resumed: they say how long to go on, not what to train.
-RESUMABLE_KEYS = ("iterations", "minutes")
+# Keys that may change when a run is resumed: they say how long to go on, or on which devices
+# (a checkpoint restores onto any mesh), not what to train.
+RESUMABLE_KEYS = ("iterations", "minutes", "mesh")
 
 
 def new_run_dir(name: str, root: str | Path = "runs") -> Path:

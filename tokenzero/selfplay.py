@@ -13,6 +13,10 @@ Beside the targets, each step records what the learning diagnostics need
 a complete answer, and where the played token came from. All of it is the search's output or the
 action's coin flips: no extra forward.
 
+On a device mesh (`tokenzero.mesh`) the rows are split over its data devices. Each row's tree is
+its own, so the results do not depend on the split; XLA still moves the row-indexed reads and
+writes of the tree (`x[rows, i]`) across devices (benchmarks/mesh_throughput.json lists them).
+
 Dimension letters: B batch, P prompt slots, T answer budget, K candidates.
 """
 
@@ -25,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
+from tokenzero import mesh as mesh_lib
 from tokenzero import search as search_lib
 from tokenzero import targets
 from tokenzero import tree_reuse
@@ -98,12 +103,15 @@ def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature
 # Nothing is donated: the tree and the KV cache are the scan's carry inside this program, and
 # the params go on to the learner (which donates them).
 @functools.partial(jax.jit, static_argnames=(
-    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id"))
+    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id",
+    "mesh"))
 def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: ModelConfig,
               search_config: SearchConfig, selfplay_config: SelfPlayConfig,
-              reward_fn: TokenReward, max_new_tokens: int, eos_id: int) -> Trajectory:
+              reward_fn: TokenReward, max_new_tokens: int, eos_id: int,
+              mesh: mesh_lib.DeviceMesh | None = None) -> Trajectory:
   """Plays one episode per prompt row [B, P]. `temperature` is traced: changing it never
-  recompiles."""
+  recompiles. `mesh`: the trajectories come back split over its data devices, as the prompts
+  went in (None: wherever jit puts them)."""
   state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
   reuse = search_config.reuse_tree
   kept = search_lib.no_kept_tree(config, search_config, state) if reuse else None
@@ -146,7 +154,7 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
     value_target = targets.lambda_returns(
         reward, steps_first(steps.search_value), steps_first(steps.live),
         steps_first(steps.explored), td_lambda=1.0, cut_explored=True)
-  return Trajectory(
+  traj = Trajectory(
       prompt=prompt,
       prompt_len=prompt_len,
       tokens=state.tokens,
@@ -165,3 +173,4 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       explored=steps_first(steps.explored),
       off_policy=steps_first(steps.off_policy),
       value_target=value_target)
+  return traj if mesh is None else mesh.constrain_batch(traj)

@@ -157,6 +157,15 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """The devices a run computes on (tokenzero/mesh.py): a grid of mesh.data x mesh.model of
+  them, the first of `jax.devices()`. Batch sizes stay global: selfplay.batch_size (and the
+  anchor batch) must divide over mesh.data; evaluation batches are padded."""
+  data: int = 0  # devices the batch is split over; 0: all of them (over mesh.model).
+  model: int = 1  # devices each parameter is split over (FSDP style); 1: replicated.
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   seed: int = 0
   iterations: int = 300
@@ -172,3 +181,4 @@ class RunConfig:
   selfplay: SelfPlayConfig = SelfPlayConfig()
   optim: OptimConfig = OptimConfig()
   eval: EvalConfig = EvalConfig()
+  mesh: MeshConfig = MeshConfig()
