@@ -76,3 +76,28 @@ def test_reanalyze_with_new_params_changes_the_targets_not_the_answers(
   np.testing.assert_allclose(np.asarray(again.reward), np.asarray(traj.reward))
   live = np.asarray(traj.step_mask)
   assert not np.allclose(np.asarray(again.root_value)[live], np.asarray(traj.root_value)[live])
+
+
+
+def test_a_run_with_replay_keeps_its_buffer_in_the_checkpoint(tmp_path):
+  from test_loop import TINY  # its programs, from the shared compilation cache
+
+  from tokenzero import checkpoint as ckpt_lib
+  from tokenzero import config as config_lib
+  from tokenzero import learner
+  from tokenzero import loop as train_lib
+  from tokenzero.run import load_run
+  config = config_lib.resolve(overrides=TINY + [
+      "iterations=2", "replay.capacity=16", "replay.sample_old=4"])
+  rows = train_lib.train(config, tmp_path / "run", progress=False, log=lambda s: None)
+  assert [r["replay_rows"] for r in rows[1:]] == [8, 16]
+  assert rows[1]["replay_age"] == 0.0 and rows[2]["replay_age"] > 0  # drew iteration 1's rows
+  assert rows[2]["compiles"] == 0  # one learner batch shape from the first iteration on
+  setup, params = load_run(tmp_path / "run")  # eval and decode read a run with a buffer
+  template = ckpt_lib.TrainState.create(params, learner.make_optimizer(config.optim, 1),
+                                        jax.random.key(0), replay=replay.for_run(setup, params))
+  checkpointer = ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints")
+  state, _ = checkpointer.restore_latest(template)
+  checkpointer.close()
+  assert int(state.replay.written) == 16
+  np.testing.assert_array_equal(np.sort(np.asarray(state.replay.iteration)), [1] * 8 + [2] * 8)

@@ -33,13 +33,14 @@ class TrainState(NamedTuple):
   step: jax.Array  # [] int32 optimizer steps taken
   iteration: jax.Array  # [] int32 loop iterations finished
   rng: jax.Array  # [2] uint32 base key data; iteration i uses fold_in(base, i)
+  replay: Any = None  # replay.Buffer when `replay.capacity` > 0 (None: no leaves, old layout)
 
   @classmethod
   def create(cls, params: optax.Params, optimizer: optax.GradientTransformation,
-             key: jax.Array) -> TrainState:
+             key: jax.Array, replay: Any = None) -> TrainState:
     """The state before the first iteration: fresh optimizer state, counters at 0."""
     return cls(params=params, opt_state=optimizer.init(params), step=jnp.int32(0),
-               iteration=jnp.int32(0), rng=jax.random.key_data(key))
+               iteration=jnp.int32(0), rng=jax.random.key_data(key), replay=replay)
 
 
 def place(state: TrainState, mesh) -> TrainState:
@@ -49,7 +50,7 @@ def place(state: TrainState, mesh) -> TrainState:
   return TrainState(params=mesh.place_params(state.params),
                     opt_state=mesh.place_params(state.opt_state),
                     **mesh.place_replicated(dict(step=state.step, iteration=state.iteration,
-                                                 rng=state.rng)))
+                                                 rng=state.rng, replay=state.replay)))
 
 
 def _manager(directory: Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:

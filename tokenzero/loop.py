@@ -33,6 +33,7 @@ from tokenzero import curriculum as curriculum_lib
 from tokenzero import demos as demos_lib
 from tokenzero import diagnostics, evaluate, learner, plots, prompts, rewards, rundir, selfplay
 from tokenzero import mesh as mesh_lib
+from tokenzero import replay as replay_lib
 from tokenzero.config import ConfigError, RunConfig
 from tokenzero.progress import progress_bar
 from tokenzero.run import Setup, build, initial_params
@@ -101,8 +102,12 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
         0, loop.anchor_demos.tokens.shape[0],
         config.optim.anchor_batch_size or config.selfplay.batch_size)
     anchor = mesh.place_batch(demos_lib.take(loop.anchor_demos, picks))
+  learn_on, buffer, replay_row = traj, state.replay, {}
+  if buffer is not None:
+    learn_on, buffer, replay_row = with_replay(loop, state, traj, key, iteration)
+  t_learn = time.monotonic()
   params, opt_state, metrics = learner.train_steps(
-      state.params, state.opt_state, traj, config=config.model, optimizer=loop.optimizer,
+      state.params, state.opt_state, learn_on, config=config.model, optimizer=loop.optimizer,
       num_steps=config.optim.steps_per_iteration,
       weights=learner.LossWeights.from_config(config.optim), anchor=anchor,
       reference=loop.reference, mesh=mesh)
@@ -111,7 +116,7 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   played = mesh_lib.to_host(traj)  # the global batch (every process's rows), for the metrics
   state = ckpt_lib.TrainState(params=params, opt_state=opt_state,
                               step=state.step + config.optim.steps_per_iteration,
-                              iteration=jnp.int32(iteration), rng=state.rng)
+                              iteration=jnp.int32(iteration), rng=state.rng, replay=buffer)
   finite = ~np.asarray(metrics.skipped)
   mean = lambda x: float(np.mean(np.asarray(x)[finite])) if finite.any() else None
   row = {
@@ -130,7 +135,8 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
       **diagnostics.selfplay_diagnostics(played),
       "temperature": temperature_at(config, iteration),
       "selfplay_s": round(t1 - t0, 3),
-      "train_s": round(t2 - t1, 3),
+      "train_s": round(t2 - t_learn, 3),
+      **replay_row,
   }
   if size is not None:
     row["curriculum_level"] = size
@@ -139,6 +145,36 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   if loop.reference is not None:
     row["loss_kl"] = mean(metrics.loss_kl)
   return state, metrics, row
+
+
+def with_replay(loop: Loop, state: ckpt_lib.TrainState, traj: selfplay.Trajectory,
+                key: jax.Array, iteration: int):
+  """The learner's batch with `replay`: the fresh rows, then `replay.sample_old` rows drawn from
+  the buffer (reanalyzed with the current network when `replay.reanalyze`); the buffer with the
+  fresh rows written; the row's replay keys. The first iteration draws from its own rows, so the
+  batch has one shape from the start (nothing recompiles at the second)."""
+  setup, config = loop.setup, loop.config
+  t0 = time.monotonic()
+  buffer = state.replay
+  first = int(buffer.written) == 0
+  if first:
+    buffer = replay_lib.add(buffer, traj, jnp.int32(iteration))
+  old, played_at = replay_lib.sample(buffer, jax.random.fold_in(key, 1),
+                                     num=config.replay.sample_old or config.selfplay.batch_size)
+  if config.replay.reanalyze:
+    old = replay_lib.reanalyze(
+        state.params, old, jax.random.fold_in(key, 2), setup.allowed, config=config.model,
+        search_config=config.search, selfplay_config=config.selfplay,
+        reward_fn=setup.reward_fn, eos_id=setup.tokenizer.eos_id)
+    rewards.raise_pending()
+  if not first:
+    buffer = replay_lib.add(buffer, traj, jnp.int32(iteration))
+  batch = replay_lib.concat(traj, old)
+  row = {"replay_rows": min(int(buffer.written), buffer.capacity),
+         # How many iterations old the drawn rows are, on average.
+         "replay_age": float(iteration - np.mean(np.asarray(played_at))),
+         "replay_s": round(time.monotonic() - t0, 3)}
+  return batch, buffer, row
 
 
 def train(run: RunConfig | Setup, out_dir: str | Path, *, resume: bool = False,
@@ -164,7 +200,8 @@ def _start(setup: Setup, out_dir: Path, params: optax.Params, *, resume: bool,
   """The state to go on from (a fresh one from `params`, or the newest checkpoint's) and the
   metrics rows before it (a resumed run's)."""
   state = ckpt_lib.place(
-      ckpt_lib.TrainState.create(params, optimizer, jax.random.key(setup.config.seed)),
+      ckpt_lib.TrainState.create(params, optimizer, jax.random.key(setup.config.seed),
+                                 replay=replay_lib.for_run(setup, params)),
       setup.mesh)
   if not resume:
     return state, []

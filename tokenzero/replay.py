@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
+from tokenzero import selfplay
 from tokenzero import search as search_lib
 from tokenzero import targets
 from tokenzero.config import ModelConfig, SearchConfig, SelfPlayConfig
@@ -48,11 +49,32 @@ def _fill_value_target(traj: Trajectory) -> Trajectory:
 
 
 def init(example: Trajectory, capacity: int) -> Buffer:
-  """An empty buffer of `capacity` rows shaped like `example`'s rows [B, ...]."""
-  example = _fill_value_target(example)
-  rows = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape[1:], x.dtype), example)
+  """An empty buffer of `capacity` rows shaped like `example`'s rows [B, ...] (arrays or
+  `jax.ShapeDtypeStruct`s)."""
+  rows = jax.tree.map(lambda x: jnp.zeros((capacity,) + tuple(x.shape[1:]), x.dtype), example)
+  if rows.value_target is None:
+    rows = rows._replace(value_target=jnp.zeros((capacity,) + example.step_mask.shape[1:],
+                                                jnp.float32))
   return Buffer(rows=rows, written=jnp.zeros((), jnp.int32),
                 iteration=jnp.full((capacity,), -1, jnp.int32))
+
+
+def for_run(setup, params) -> Buffer | None:
+  """The empty buffer of a run (`setup`: its `run.Setup`), shaped like its self-play's output
+  (traced, not compiled); None when `replay.capacity` is 0."""
+  config = setup.config
+  if config.replay.capacity == 0:
+    return None
+  rows, slots = config.selfplay.batch_size, setup.task.prompt_len
+  shapes = jax.eval_shape(
+      lambda p, tokens, lengths: selfplay.self_play(
+          p, tokens, lengths, jax.random.key(0), jnp.float32(1.0), setup.allowed,
+          config=config.model, search_config=config.search, selfplay_config=config.selfplay,
+          reward_fn=setup.reward_fn, max_new_tokens=setup.max_new_tokens,
+          eos_id=setup.tokenizer.eos_id),
+      params, jax.ShapeDtypeStruct((rows, slots), jnp.int32),
+      jax.ShapeDtypeStruct((rows,), jnp.int32))
+  return init(shapes, config.replay.capacity)
 
 
 @jax.jit

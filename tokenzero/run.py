@@ -25,6 +25,7 @@ from tokenzero import config as config_lib
 from tokenzero import curriculum, hf, learner, rundir
 from tokenzero import mesh as mesh_lib
 from tokenzero import model as model_lib
+from tokenzero import replay as replay_lib
 from tokenzero.config import ConfigError, MeshConfig, ModelConfig, RunConfig
 from tokenzero.rewards import TokenReward
 from tokenzero.tasks import Task, make_task, task_token_reward
@@ -117,7 +118,8 @@ def load_run(run_dir: str | Path, iteration: int | None = None) -> tuple[Setup, 
   setup = build(dataclasses.replace(config, mesh=MeshConfig(data=1)))
   params = model_lib.init_params(setup.config.model, jax.random.key(0))
   template = ckpt_lib.TrainState.create(params, learner.make_optimizer(setup.config.optim, 1),
-                                        jax.random.key(0))
+                                        jax.random.key(0),
+                                        replay=replay_lib.for_run(setup, params))
   checkpointer = ckpt_lib.Checkpointer(run_dir / "checkpoints", keep=config.keep_checkpoints)
   try:
     if iteration is None:

@@ -166,6 +166,15 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+  # A buffer of past self-play trajectories on the device (tokenzero/replay.py); 0: off, the
+  # learner trains on each iteration's fresh trajectories only.
+  capacity: int = 0  # rows kept (>= selfplay.batch_size when on)
+  sample_old: int = 0  # stored rows added to each iteration's learner batch; 0: batch_size
+  reanalyze: bool = False  # refresh those rows' targets with the current network's search
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   seed: int = 0
   iterations: int = 300
@@ -182,3 +191,4 @@ class RunConfig:
   optim: OptimConfig = OptimConfig()
   eval: EvalConfig = EvalConfig()
   mesh: MeshConfig = MeshConfig()
+  replay: ReplayConfig = ReplayConfig()

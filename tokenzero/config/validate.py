@@ -74,6 +74,10 @@ def validate(config: RunConfig) -> None:
        "which can be every prompt of a small size)"),
       (config.task.curriculum_start >= 0,
        "task.curriculum_start must be >= 0 (0: the task's smallest size)"),
+      (config.replay.capacity == 0 or config.replay.capacity >= config.selfplay.batch_size,
+       f"replay.capacity={config.replay.capacity} must be 0 (off) or at least "
+       f"selfplay.batch_size={config.selfplay.batch_size} (one iteration's trajectories)"),
+      (config.replay.sample_old >= 0, "replay.sample_old must be >= 0 (0: selfplay.batch_size)"),
       (config.eval.num_prompts >= 1, "eval.num_prompts must be >= 1"),
       (config.eval.every >= 1, "eval.every must be >= 1"),
       (config.eval.split in ("hash", "legacy"),
