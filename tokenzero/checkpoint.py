@@ -1,7 +1,9 @@
 """Checkpoints with orbax: atomic (temporary directory, then rename), the last K kept.
 
 Each checkpoint holds the train state (params, optimizer state, optimizer step, iteration,
-base RNG key), the resolved config as JSON and a SHA-256 digest of the state's bytes.
+base RNG key), the resolved config as JSON, a SHA-256 digest of the state's bytes and the
+topology (processes, devices) that wrote it. On several processes every process saves and
+restores together, through orbax's multi-host path: process 0 writes the JSON items.
 `restore_latest` takes the newest checkpoint that loads and matches its digest; one that is
 truncated or corrupt is skipped with a warning, never half-loaded. The digest is ours because
 orbax's own files do not catch everything: a flipped byte in its data files loads silently.
@@ -21,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+
+from tokenzero import distributed
 
 # orbax logs every save at INFO through absl; keep the console for the progress bar.
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -68,15 +72,16 @@ class Checkpointer:
       # twice, is here already: never keep a corrupt one in place of a good one.
       self._manager.delete(iteration)
     self._manager.save(iteration, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
-        digest=ocp.args.JsonSave({"sha256": state_digest(state)})))
+        state=ocp.args.StandardSave(_global(state)), config=ocp.args.JsonSave(config),
+        digest=ocp.args.JsonSave({"sha256": state_digest(state)}),
+        topology=ocp.args.JsonSave(distributed.Topology.current()._asdict())))
     self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def restore(self, iteration: int, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _global(template, abstract=True))
     _drop_closed_loop_errors()
     items = dict(state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore())
     # Checkpoints written before digests existed have no digest item: load them unchecked.
@@ -86,12 +91,22 @@ class Checkpointer:
     restored = self._manager.restore(iteration, args=ocp.args.Composite(**items))
     # Named by the template's structure, not by position.
     state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(restored["state"]))
+    state = jax.tree.map(_like, state, template)
     if not has_digest:
       warnings.warn(f"checkpoint {self.directory / str(iteration)} has no digest (an older "
                     "tokenzero wrote it): loaded without the integrity check", stacklevel=2)
     elif restored["digest"].get("sha256") != state_digest(state):
       raise ValueError("the restored state does not match the digest saved with it")
     return state, dict(restored["config"])
+
+  def topology(self, iteration: int) -> dict[str, int] | None:
+    """The `distributed.Topology` that wrote a checkpoint, as a dict; None for one written
+    before topologies were recorded."""
+    if not (self.directory / str(iteration) / "topology").is_dir():
+      return None
+    restored = self._manager.restore(iteration, args=ocp.args.Composite(
+        topology=ocp.args.JsonRestore()))
+    return dict(restored["topology"])
 
   def restore_latest(self, template: TrainState):
     """Newest checkpoint that loads -> (state, config) or None when there is none."""
@@ -109,6 +124,35 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _global(state: TrainState, *, abstract: bool = False) -> TrainState:
+  """On several processes, the state as orbax saves it: global arrays only. A leaf each process
+  holds whole (host-local) becomes a global array replicated over every device, whose first
+  replica, process 0's, is the one written; a leaf that is global already stays as it is.
+  `abstract`: only the shardings matter (a restore's template). One process: `state` as is."""
+  if jax.process_count() == 1:
+    return state
+  replicated = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.array(jax.devices()), ("devices",)), jax.sharding.PartitionSpec())
+
+  def one(leaf):
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      return leaf
+    if abstract:
+      return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=replicated)
+    return jax.make_array_from_process_local_data(replicated, np.asarray(leaf))
+
+  return jax.tree.map(one, state)
+
+
+def _like(restored: jax.Array, template: jax.Array) -> jax.Array:
+  """A restored leaf placed as the template's is (host-local again where `_global` made it
+  global)."""
+  if (isinstance(template, jax.Array) and template.is_fully_addressable
+      and not restored.is_fully_addressable):
+    return jax.device_put(restored.addressable_data(0), template.sharding)
+  return restored
 
 
 def _drop_closed_loop_errors() -> None:

@@ -1,0 +1,128 @@
+"""Many hosts on one process: the environment's plan, the agreements (free on one process), each
+process's own prompt stream, the topology a checkpoint records and the check on resume.
+
+The two-process run itself (two `jax.distributed` CPU processes on 127.0.0.1) is
+benchmarks/two_process.py: it takes minutes on the 2-core machine, past this suite's budget."""
+
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokenzero import checkpoint as ckpt_lib
+from tokenzero import distributed, prompts
+from tokenzero.config import ConfigError
+from tokenzero.stopping import NonfiniteStreak, StopFlag, agree_at_boundary
+from tokenzero.tasks import make_task
+
+ALL_THREE = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
+             "JAX_PROCESS_ID": "3"}
+SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2",
+         "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, None),
+    (ALL_THREE, distributed.Plan("10.0.0.1:1234", 4, 3, "environment")),
+    ({**ALL_THREE, "JAX_NUM_PROCESSES": "1", "JAX_PROCESS_ID": "0"}, None),
+    (SLURM, distributed.Plan(None, None, None, "SLURM")),
+    ({**SLURM, "SLURM_NTASKS": "1"}, None),  # one task: nothing to join
+    ({**SLURM, "JAX_COORDINATOR_ADDRESS": "node1:5000"},
+     distributed.Plan("node1:5000", None, None, "SLURM")),
+    ({**ALL_THREE, "TOKENZERO_DISTRIBUTED": "off"}, None),
+    ({"TOKENZERO_DISTRIBUTED": "auto"}, distributed.Plan(None, None, None, "auto")),
+])
+def test_plan_from_the_environment(environ, expected):
+  assert distributed.plan(environ) == expected
+
+
+@pytest.mark.parametrize("environ, match", [
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "set but JAX_COORDINATOR_ADDRESS not"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1"}, "JAX_NUM_PROCESSES, JAX_PROCESS_ID not"),
+    ({**ALL_THREE, "JAX_PROCESS_ID": "4"}, "ids are 0 to"),
+    ({**ALL_THREE, "JAX_NUM_PROCESSES": "two"}, "'two' is not a whole number"),
+    ({"TOKENZERO_DISTRIBUTED": "yes"}, "'auto'.*'off'"),
+])
+def test_half_a_plan_is_an_error_not_a_run_alone(environ, match):
+  with pytest.raises(ConfigError, match=match):
+    distributed.plan(environ)
+
+
+def test_one_process_writes_agrees_and_fails_alone():
+  assert distributed.initialize({}) is None
+  assert distributed.is_writer() and distributed.process_count() == 1
+  assert distributed.agree_stop(True) and not distributed.agree_stop(False)
+  np.testing.assert_array_equal(distributed.gather([0, 15, 1]), [[0, 15, 1]])
+  assert distributed.local_share(6, "selfplay.batch_size") == 6
+  with pytest.raises(KeyError, match="its own"):  # the error itself, not StoppedElsewhere
+    with distributed.fail_together("doing it"):
+      raise KeyError("its own")
+
+
+def test_a_global_batch_that_does_not_divide_names_the_numbers(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 4)
+  assert distributed.local_share(8, "selfplay.batch_size") == 2
+  with pytest.raises(ConfigError, match=r"selfplay.batch_size=6 does not divide over 4 "
+                                        r"processes.*multiple of 4, such as 4 or 8"):
+    distributed.local_share(6, "selfplay.batch_size")
+
+
+def test_each_process_draws_its_own_share_none_held_out():
+  task = make_task("sort", {"length": 3})
+  stream = prompts.training_stream(task, 7, split="hash", eval_texts=())
+  # One process keeps the stream single-process runs always had.
+  assert stream.draw(5, 64, process=(0, 1)) == stream.draw(5, 64)
+  shares = [stream.draw(5, 64, process=(i, 2)) for i in (0, 1)]
+  assert [len(s) for s in shares] == [32, 32]
+  assert shares[0] != shares[1] and shares[0] != stream.draw(5, 64)[:32]
+  assert shares[1] == stream.draw(5, 64, process=(1, 2))  # resumable: keyed, not stateful
+  assert not any(task.is_held_out(p) for share in shares for p in share)
+  with pytest.raises(ValueError, match="64 prompts does not divide over 3"):
+    stream.draw(5, 64, process=(0, 3))
+
+
+@pytest.mark.parametrize("saved, current, allowed", [
+    ({"processes": 2, "devices": 2}, distributed.Topology(2, 2), True),
+    (None, distributed.Topology(1, 4), True),  # an older checkpoint: one process
+    ({"processes": 2, "devices": 2}, distributed.Topology(1, 1), False),
+    ({"processes": 1, "devices": 4}, distributed.Topology(1, 1), False),
+    (None, distributed.Topology(2, 2), False),
+])
+def test_resume_only_on_the_topology_that_wrote_the_checkpoint(saved, current, allowed):
+  if allowed:
+    distributed.check_topology(saved, current, where="checkpoint c/3")
+    return
+  want = distributed.Topology(**saved) if saved else distributed.Topology(1, current.devices)
+  with pytest.raises(ConfigError, match=f"checkpoint c/3 was written by {want.describe()}; "
+                                        f"this run is {current.describe()}"):
+    distributed.check_topology(saved, current, where="checkpoint c/3")
+  distributed.check_topology(saved, current, where="c/3", allow_change=True)
+
+
+def test_a_checkpoint_records_its_topology(tmp_path):
+  state = ckpt_lib.TrainState(params={"w": jnp.ones((2, 3))}, opt_state={}, step=jnp.int32(0),
+                              iteration=jnp.int32(4), rng=jnp.array([0, 7], jnp.uint32))
+  checkpointer = ckpt_lib.Checkpointer(tmp_path, writer=True)
+  checkpointer.save(state, {"seed": 0})
+  assert checkpointer.topology(4) == {"processes": 1, "devices": jax.device_count()}
+  checkpointer.close()
+
+
+@pytest.mark.parametrize("signal_name, out_of_time, reason, signum", [
+    (None, False, None, 0),
+    (None, True, "reached the 2-minute budget", 0),
+    ("SIGTERM", True, "received SIGTERM", signal.SIGTERM),
+])
+def test_the_boundary_on_one_process_is_its_own_decision(signal_name, out_of_time, reason,
+                                                         signum):
+  stop = StopFlag()
+  stop.signal_name = signal_name
+  boundary = agree_at_boundary(stop, NonfiniteStreak(), out_of_time=out_of_time,
+                               max_nonfinite=3, minutes=2)
+  assert boundary == (None, reason, signum, False)
+  streak = NonfiniteStreak()
+  streak.length, streak.start = 3, "optimizer step 7"
+  failed = agree_at_boundary(stop, streak, out_of_time=False, max_nonfinite=3, minutes=2)
+  assert failed.skipping and failed.failure.startswith("3 consecutive optimizer updates")
