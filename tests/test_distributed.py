@@ -1,10 +1,17 @@
-"""Many hosts on one process: the environment's plan, the agreements (free on one process), each
-process's own prompt stream, the topology a checkpoint records and the check on resume.
+"""Many hosts: the environment's plan, the agreements (free on one process), each process's own
+prompt stream, the topology a checkpoint records and the check on resume; then the agreements
+and a checkpoint on two real `jax.distributed` CPU processes (tests/distributed_worker.py).
 
-The two-process run itself (two `jax.distributed` CPU processes on 127.0.0.1) is
+A two-process training run (two iterations, a resume, a SIGTERM to one process) is
 benchmarks/two_process.py: it takes minutes on the 2-core machine, past this suite's budget."""
 
+import json
+import os
 import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -126,3 +133,30 @@ def test_the_boundary_on_one_process_is_its_own_decision(signal_name, out_of_tim
   streak.length, streak.start = 3, "optimizer step 7"
   failed = agree_at_boundary(stop, streak, out_of_time=False, max_nonfinite=3, minutes=2)
   assert failed.skipping and failed.failure.startswith("3 consecutive optimizer updates")
+
+
+def test_two_processes_agree_gather_and_save_process_0s_checkpoint(tmp_path):
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  worker = Path(__file__).with_name("distributed_worker.py")
+  repo = str(worker.parents[1])
+  procs = []
+  for index in (0, 1):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index),
+               PYTHONPATH=os.pathsep.join([repo, env.get("PYTHONPATH", "")]))
+    procs.append(subprocess.Popen([sys.executable, str(worker), str(tmp_path / "ckpt")],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True))
+  outputs = [proc.communicate(timeout=300) for proc in procs]
+  assert [proc.returncode for proc in procs] == [0, 0], outputs
+  seen = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+  for index, got in enumerate(seen):
+    assert (got["process"], got["count"], got["writer"]) == (index, 2, index == 0)
+    assert got["gather"] == [[0, 10], [1, 11]] and got["stop"] is True
+    assert got["batch"] == [0, 0, 1, 1]
+    assert got["restored_w"] == [0.0, 0.0, 0.0]  # process 0's, and its digest matched
+    assert got["topology"] == {"processes": 2, "devices": 2}
+  assert [got["failed"] for got in seen] == ["StoppedElsewhere", "KeyError"]

@@ -71,6 +71,7 @@ class Checkpointer:
       # Only a checkpoint that `restore_latest` skipped as corrupt, or the same state saved
       # twice, is here already: never keep a corrupt one in place of a good one.
       self._manager.delete(iteration)
+    state = _process_0s(state)
     self._manager.save(iteration, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_global(state)), config=ocp.args.JsonSave(config),
         digest=ocp.args.JsonSave({"sha256": state_digest(state)}),
@@ -126,10 +127,28 @@ class Checkpointer:
     self._manager.close()
 
 
+def _host_local(leaf) -> bool:
+  return not (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable)
+
+
+def _process_0s(state: TrainState) -> TrainState:
+  """On several processes, process 0's values of the leaves each process holds whole: orbax
+  writes a replicated array's parts from several processes, and the digest is process 0's, so
+  the processes must agree to the bit on what they save. One process: `state` as is."""
+  if jax.process_count() == 1:
+    return state
+  from jax.experimental import multihost_utils  # noqa: PLC0415 -- only runs of many processes
+  leaves, tree = jax.tree.flatten(state)
+  local = [i for i, leaf in enumerate(leaves) if _host_local(leaf)]
+  for i, value in zip(local, multihost_utils.broadcast_one_to_all([leaves[i] for i in local])):
+    leaves[i] = value
+  return jax.tree.unflatten(tree, leaves)
+
+
 def _global(state: TrainState, *, abstract: bool = False) -> TrainState:
   """On several processes, the state as orbax saves it: global arrays only. A leaf each process
-  holds whole (host-local) becomes a global array replicated over every device, whose first
-  replica, process 0's, is the one written; a leaf that is global already stays as it is.
+  holds whole (host-local; the same on every process after `_process_0s`) becomes a global
+  array replicated over every device; a leaf that is global already stays as it is.
   `abstract`: only the shardings matter (a restore's template). One process: `state` as is."""
   if jax.process_count() == 1:
     return state
@@ -137,7 +156,7 @@ def _global(state: TrainState, *, abstract: bool = False) -> TrainState:
       jax.sharding.Mesh(np.array(jax.devices()), ("devices",)), jax.sharding.PartitionSpec())
 
   def one(leaf):
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    if not _host_local(leaf):
       return leaf
     if abstract:
       return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=replicated)

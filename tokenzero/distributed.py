@@ -9,7 +9,8 @@ Every host runs the same command; what joins them is here, and it costs nothing 
   signal, a reward error) reaches every process before the next collective, so that no process
   waits forever in a collective another one has left.
 - `Topology`: how many processes and devices wrote a checkpoint; a run resumes on the same.
-- `local_share`: each process plays its share of a global batch.
+- `local_share` / `global_batch`: each process plays its share of a global batch, and every
+  process learns on all of it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tokenzero.errors import ConfigError
@@ -30,10 +32,11 @@ ADDRESS_VAR, COUNT_VAR, ID_VAR = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES"
 # "off": run alone whatever the environment says.
 MODE_VAR = "TOKENZERO_DISTRIBUTED"
 _OFF = ("off", "0", "false", "no")
-# Schedulers whose process count JAX reads by itself: (name, variable that proves the scheduler
-# launched this process, its process count).
-_SCHEDULERS = (("SLURM", "SLURM_STEP_NODELIST", "SLURM_NTASKS"),
-               ("Open MPI", "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE"))
+# Schedulers JAX reads by itself: (name, the variables JAX's detection needs, of which the last
+# is the process count). As jax/_src/clusters/ checks them.
+_SCHEDULERS = (("SLURM", ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID",
+                          "SLURM_LOCALID", "SLURM_NTASKS")),
+               ("Open MPI", ("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE")))
 
 
 class Plan(NamedTuple):
@@ -64,8 +67,9 @@ def plan(environ: Mapping[str, str] = os.environ) -> Plan | None:
       raise ConfigError(f"{ID_VAR}={index} with {COUNT_VAR}={count}: the ids are 0 to "
                         f"{COUNT_VAR} - 1")
     return None if count == 1 else Plan(given[ADDRESS_VAR], count, index, "environment")
-  scheduler = next((name for name, marker, count in _SCHEDULERS
-                    if marker in environ and _int(environ, count, default=1) > 1), None)
+  scheduler = next((name for name, needed in _SCHEDULERS
+                    if all(v in environ for v in needed) and _int(environ, needed[-1]) > 1),
+                   None)
   if scheduler is not None:  # JAX takes what it is not given from the scheduler.
     return Plan(given[ADDRESS_VAR] or None, None, None, scheduler)
   if any(given.values()):
@@ -96,8 +100,13 @@ def initialize(environ: Mapping[str, str] = os.environ) -> Plan | None:
     # CPU processes need a cross-process collective library of their own (accelerators have
     # theirs); gloo is the one every jaxlib build has.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(joined.coordinator_address, joined.num_processes,
-                             joined.process_id)
+  try:
+    jax.distributed.initialize(joined.coordinator_address, joined.num_processes,
+                               joined.process_id)
+  except ValueError as err:  # JAX's detection found no cluster: its words, and ours.
+    where = f"{MODE_VAR}=auto" if joined.source == "auto" else f"the {joined.source} job"
+    raise ConfigError(f"{where}: JAX could not join the processes ({err}); set "
+                      f"{ADDRESS_VAR}, {COUNT_VAR} and {ID_VAR} instead") from None
   return joined
 
 
@@ -136,6 +145,18 @@ def gather(values: Sequence[int]) -> np.ndarray:
     return local[None]
   from jax.experimental import multihost_utils  # noqa: PLC0415 -- only runs of many processes
   return np.asarray(multihost_utils.process_allgather(local)).reshape(jax.process_count(), -1)
+
+
+def global_batch(batch):
+  """Every process's rows of a batch-major pytree (`[B_local, ...]` leaves), concatenated in
+  process order, on every process: `[B_local * processes, ...]`. A leaf that is a global array
+  already (spread over the processes' devices) makes it a no-op, as does one process."""
+  leaves = jax.tree.leaves(batch)
+  if jax.process_count() == 1 or any(isinstance(x, jax.Array) and not x.is_fully_addressable
+                                     for x in leaves):
+    return batch
+  from jax.experimental import multihost_utils  # noqa: PLC0415 -- only runs of many processes
+  return jax.tree.map(jnp.asarray, multihost_utils.process_allgather(batch, tiled=True))
 
 
 def agree_stop(flag: bool) -> bool:

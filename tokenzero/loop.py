@@ -89,15 +89,16 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
       search_config=config.search, selfplay_config=config.selfplay, reward_fn=setup.reward_fn,
       max_new_tokens=setup.max_new_tokens, eos_id=setup.tokenizer.eos_id)
   traj = jax.block_until_ready(traj)
-  with distributed.fail_together("with a reward error"):  # before the learner's collectives
+  with distributed.fail_together("with a reward error"):  # before the next collective
     rewards.raise_pending()
+  # Every process learns on the whole global batch: the same steps, the same params everywhere.
+  traj = distributed.global_batch(traj)
   t1 = time.monotonic()
   anchor = None
   if loop.anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
-    picks = np.random.default_rng(prompts.process_key([config.seed, 3, iteration], process)
-                                  ).integers(0, loop.anchor_demos.tokens.shape[0],
-                                             distributed.local_share(_anchor_batch(config),
-                                                                     "optim.anchor_batch_size"))
+    picks = np.random.default_rng([config.seed, 3, iteration]).integers(
+        0, loop.anchor_demos.tokens.shape[0],
+        config.optim.anchor_batch_size or config.selfplay.batch_size)
     anchor = demos_lib.take(loop.anchor_demos, picks)
   params, opt_state, metrics = learner.train_steps(
       state.params, state.opt_state, traj, config=config.model, optimizer=loop.optimizer,
@@ -193,8 +194,6 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
   config_dict = config_lib.to_dict(config)
   with distributed.fail_together(f"to start the run in {out_dir}"):
     distributed.local_share(config.selfplay.batch_size, "selfplay.batch_size")
-    if config.optim.anchor_weight:
-      distributed.local_share(_anchor_batch(config), "optim.anchor_batch_size")
     if distributed.is_writer():  # process 0 checks and writes the run's files.
       if resume:
         saved = saved_config if saved_config is not None else rundir.read_config(out_dir)
@@ -325,11 +324,6 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
     log(f"the last updates were skipped as non-finite: the newest checkpoint is iteration "
         f"{saved_iteration}, not {int(state.iteration)}")
   return rows
-
-
-def _anchor_batch(config: RunConfig) -> int:
-  """The global anchor batch: `optim.anchor_batch_size`, or self-play's batch when 0."""
-  return config.optim.anchor_batch_size or config.selfplay.batch_size
 
 
 def _anchor_demos(config: RunConfig, tokenizer) -> demos_lib.DemoBatch | None:
