@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from tokenzero import distributed
 
@@ -137,7 +138,6 @@ def _process_0s(state: TrainState) -> TrainState:
   the processes must agree to the bit on what they save. One process: `state` as is."""
   if jax.process_count() == 1:
     return state
-  from jax.experimental import multihost_utils  # noqa: PLC0415 -- only runs of many processes
   leaves, tree = jax.tree.flatten(state)
   local = [i for i, leaf in enumerate(leaves) if _host_local(leaf)]
   for i, value in zip(local, multihost_utils.broadcast_one_to_all([leaves[i] for i in local])):

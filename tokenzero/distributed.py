@@ -22,6 +22,7 @@ from typing import Iterator, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tokenzero.errors import ConfigError
 
@@ -143,7 +144,6 @@ def gather(values: Sequence[int]) -> np.ndarray:
   local = np.asarray([int(v) for v in values], np.int32)
   if jax.process_count() == 1:
     return local[None]
-  from jax.experimental import multihost_utils  # noqa: PLC0415 -- only runs of many processes
   return np.asarray(multihost_utils.process_allgather(local)).reshape(jax.process_count(), -1)
 
 
@@ -155,7 +155,6 @@ def global_batch(batch):
   if jax.process_count() == 1 or any(isinstance(x, jax.Array) and not x.is_fully_addressable
                                      for x in leaves):
     return batch
-  from jax.experimental import multihost_utils  # noqa: PLC0415 -- only runs of many processes
   return jax.tree.map(jnp.asarray, multihost_utils.process_allgather(batch, tiled=True))
 
 
