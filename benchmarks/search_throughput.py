@@ -33,7 +33,8 @@ engine's recomputed path tokens are not useful work):
   + 4 x Y x H x E x attended, attended = prompt + root depth + the mean depth of the new
     engine's expanded nodes (QK^T and AV over the cache, the ancestors and itself).
 `flop_fraction` = sims_per_s x useful FLOPs / a float32 GEMM peak (2048^3 `jnp.dot` under jit,
-best of 10) measured at the start of the same run.
+best of 10; `--peak-size`: a GPU needs a larger one to reach its peak) measured at the start of
+the same run.
 
   python benchmarks/search_throughput.py [--json benchmarks/search_throughput.json]
 """
@@ -166,12 +167,12 @@ def compile_forward_only(config, params, root, allowed, simulations, max_depth):
   return run, {"compile_s": round(compile_s, 2)}
 
 
-def gemm_peak_flops() -> float:
-  a = jnp.ones((2048, 2048), jnp.float32)
+def gemm_peak_flops(size: int = 2048) -> float:
+  a = jnp.ones((size, size), jnp.float32)
   dot = jax.jit(lambda a: a @ a)
   jax.block_until_ready(dot(a))
   seconds = min(_timed(lambda: jax.block_until_ready(dot(a))) for _ in range(10))
-  return 2 * 2048 ** 3 / seconds
+  return 2 * size ** 3 / seconds
 
 
 def _timed(fn) -> float:
@@ -250,9 +251,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--gpt2-repeats", type=int, default=3)
   parser.add_argument("--no-gpt2", action="store_true", help="skip the GPT-2-small shape")
+  parser.add_argument("--peak-size", type=int, default=2048,
+                      help="side of the float32 GEMM whose rate is the peak (8192 on a GPU)")
   args = parser.parse_args(argv)
 
-  peak = gemm_peak_flops()
+  peak = gemm_peak_flops(args.peak_size)
   print(f"float32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; prompt {PROMPT_LEN}, root "
         f"{args.root_depth} tokens into a {ANSWER_LEN}-token answer, max depth {args.max_depth}")
   print(f"{'case':>10} {'B':>4} {'S':>3} {'sims/s:':>8} {'':>8} {'':>8} {'':>8} "
@@ -267,7 +270,7 @@ def main(argv=None) -> dict:
     rows.append(bench_case("gpt2-small", GPT2_SMALL, 8, args, peak))
   result = {"benchmark": "search_throughput", "device": jax.devices()[0].device_kind,
             "platform": platform.machine(), "gemm_peak_flops": peak,
-            "max_depth": args.max_depth, "root_depth": args.root_depth,
+            "gemm_peak_size": args.peak_size, "max_depth": args.max_depth, "root_depth": args.root_depth,
             "prompt_len": PROMPT_LEN, "answer_len": ANSWER_LEN,
             "load_average": os.getloadavg(), "cpu_count": os.cpu_count(), "rows": rows}
   if args.json:

@@ -17,10 +17,10 @@ of the tests into one run directory. Phases, each checked:
 5. `eval`: `tokenzero eval` of the finished run on both processes (greedy, budget 1) -> both
    exit 0, one `eval.json`.
 
-Each process plays its half of the global batch on its own device(s); the episodes are gathered
-and each process takes the same learner steps on the whole batch (no device mesh spans the
-processes here: the learner's work is done twice, not split), so the parameters, and with them
-each process's evaluation summary, must be the same on both (`same_result_on_both`). The script
+Each process plays its half of the global batch on its own device(s); the run's device mesh spans
+both processes, so their rows make one global batch and the learner's gradient is reduced across
+them: the parameters, and with them each process's evaluation summary, must be the same on both
+(`same_result_on_both`). The script
 measures no learning and no speed-up: it checks that the processes join, agree on when to stop,
 and write one set of files and one set of checkpoints.
 

@@ -5,6 +5,7 @@ and a checkpoint on two real `jax.distributed` CPU processes (tests/distributed_
 A two-process training run (two iterations, a resume, a SIGTERM to one process) is
 benchmarks/two_process.py: it takes minutes on the 2-core machine, past this suite's budget."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ import numpy as np
 import pytest
 
 from tokenzero import checkpoint as ckpt_lib
-from tokenzero import distributed, prompts
-from tokenzero.config import ConfigError
+from tokenzero import config as config_lib
+from tokenzero import distributed, prompts, rundir
+from tokenzero.config import ConfigError, MeshConfig, RunConfig
 from tokenzero.stopping import NonfiniteStreak, StopFlag, agree_at_boundary
 from tokenzero.tasks import make_task
 
@@ -108,6 +110,19 @@ def test_resume_only_on_the_topology_that_wrote_the_checkpoint(saved, current, a
   distributed.check_topology(saved, current, where="c/3", allow_change=True)
 
 
+def test_the_same_topology_resumes_with_another_mesh_split_another_one_does_not():
+  config = RunConfig()
+  saved = config_lib.to_dict(dataclasses.replace(config, mesh=MeshConfig(data=2, model=2)))
+  rundir.check_resume(saved, config, allow_change=False)  # mesh.* is how the devices are split: resumable
+  with pytest.raises(ConfigError, match="differing keys: seed"):
+    rundir.check_resume({**saved, "seed": 1}, config, allow_change=False)
+  four = {"processes": 1, "devices": 4}
+  distributed.check_topology(four, distributed.Topology(1, 4), where="c/3")
+  with pytest.raises(ConfigError, match="written by 1 process with 4 devices; this run is 1 "
+                                        "process with 2 devices"):
+    distributed.check_topology(four, distributed.Topology(1, 2), where="c/3")
+
+
 def test_a_checkpoint_records_its_topology(tmp_path):
   state = ckpt_lib.TrainState(params={"w": jnp.ones((2, 3))}, opt_state={}, step=jnp.int32(0),
                               iteration=jnp.int32(4), rng=jnp.array([0, 7], jnp.uint32))
@@ -144,6 +159,8 @@ def test_two_processes_agree_gather_and_save_process_0s_checkpoint(tmp_path):
   procs = []
   for index in (0, 1):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""),
+                                 "--xla_force_host_platform_device_count=2"])
     env.update(JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index),
                PYTHONPATH=os.pathsep.join([repo, env.get("PYTHONPATH", "")]))
@@ -158,5 +175,13 @@ def test_two_processes_agree_gather_and_save_process_0s_checkpoint(tmp_path):
     assert got["gather"] == [[0, 10], [1, 11]] and got["stop"] is True
     assert got["batch"] == [0, 0, 1, 1]
     assert got["restored_w"] == [0.0, 0.0, 0.0]  # process 0's, and its digest matched
-    assert got["topology"] == {"processes": 2, "devices": 2}
+    assert got["topology"] == {"processes": 2, "devices": 4}
+    # The mesh over both: process p's own rows are rows 2p, 2p + 1 of one global batch.
+    assert got["mesh"] == [2, 2] and got["rows_global"] and got["rows"] == [0, 0, 1, 1]
+    # Params split by mesh.model (within each process, whole on each): the digest is one
+    # process's, the checkpoint restores onto the same split.
+    assert got["w_split"] and got["digest_as_one_process"] and got["split_restored"]
+    assert got["model_4"] == ("mesh.model=4 splits parameters across processes: each of the 2 "
+                              "processes plays its own rows of the batch on its own 2 devices, "
+                              "so mesh.model must divide 2 (1, 2)")
   assert [got["failed"] for got in seen] == ["StoppedElsewhere", "KeyError"]

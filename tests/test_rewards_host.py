@@ -87,3 +87,70 @@ def test_search_finds_a_planted_python_reward(tiny_params, tiny_config, sort_tas
   assert np.all(planted_prior < 1 / 10), planted_prior
   assert np.all(planted_weight > 0.5), planted_weight
   np.testing.assert_array_equal(out.token, planted)
+
+
+def _counting_callbacks(monkeypatch):
+  """Counts the host crossings of every `jax.pure_callback` traced from here on."""
+  crossings = []
+  real = jax.pure_callback
+
+  def counting(callback, *args, **kwargs):
+    def counted(*values):
+      crossings.append(1)
+      return callback(*values)
+    return real(counted, *args, **kwargs)
+
+  monkeypatch.setattr(jax, "pure_callback", counting)
+  return crossings
+
+
+def test_no_host_call_when_no_row_ended(monkeypatch):
+  crossings = _counting_callbacks(monkeypatch)
+  calls = []
+
+  @tokenzero.batched_reward
+  def spy(prompts, completions):
+    calls.append(list(completions))
+    return [1.0] * len(completions)
+
+  token_fn = jax.jit(rewards.token_reward(spy, TOKENIZER))
+  prompt, prompt_len, completion, completion_len = rewards.encode_pairs(
+      TOKENIZER, PROMPTS, COMPLETIONS, T)
+  unfinished = completion_len - 1  # every row one token short of its EOS
+  np.testing.assert_array_equal(token_fn(prompt, prompt_len, completion, unfinished), 0.0)
+  assert crossings == [] and calls == []
+  np.testing.assert_array_equal(token_fn(prompt, prompt_len, completion, completion_len), 1.0)
+  assert len(crossings) == 1 and calls == [COMPLETIONS]
+
+
+def test_skipping_idle_host_calls_changes_no_value(monkeypatch):
+  """Batches as a search's simulations make them (answers cut at every length, a few ended):
+  with the skip, the same values and the same reward calls, and a host crossing only for the
+  batches where some answer ended."""
+  crossings = _counting_callbacks(monkeypatch)
+  rng = np.random.default_rng(0)
+  prompt, prompt_len, completion, completion_len = rewards.encode_pairs(
+      TOKENIZER, PROMPTS * 4, COMPLETIONS * 4, T)
+  # [B] lengths; in every other batch no answer has ended (each is short of its EOS).
+  batches = [rng.integers(0, completion_len + i % 2) for i in range(40)]
+  runs = {}
+  for skip_idle in (True, False):
+    calls = []
+
+    def score_batch(prompts, completions, calls=calls):
+      calls.append(list(zip(prompts, completions)))
+      return [len(c) + 0.5 * len(p) for p, c in zip(prompts, completions)]
+
+    token_fn = jax.jit(rewards.host_token_reward("spy", score_batch, TOKENIZER,
+                                                 skip_idle=skip_idle))
+    del crossings[:]
+    values = [np.asarray(token_fn(prompt, prompt_len, completion, lengths))
+              for lengths in batches]
+    runs[skip_idle] = values, calls, len(crossings)
+  (skipped, skipped_calls, skipped_crossings), (full, full_calls, full_crossings) = (
+      runs[True], runs[False])
+  np.testing.assert_array_equal(skipped, full)
+  assert skipped_calls == full_calls and full_crossings == len(batches)
+  some_ended = sum(bool(np.asarray(rewards.ended_rows(completion, lengths, TOKENIZER.eos_id))
+                        .any()) for lengths in batches)
+  assert skipped_crossings == some_ended == len(skipped_calls) <= len(batches) // 2

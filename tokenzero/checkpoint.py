@@ -47,6 +47,16 @@ class TrainState(NamedTuple):
                iteration=jnp.int32(0), rng=jax.random.key_data(key))
 
 
+def place(state: TrainState, mesh) -> TrainState:
+  """`state` on a `mesh.DeviceMesh`: params and optimizer state in its parameter layout, the
+  counters and key replicated. A template placed so restores onto the mesh (orbax reads each
+  array's shards where the template's sharding puts them)."""
+  return TrainState(params=mesh.place_params(state.params),
+                    opt_state=mesh.place_params(state.opt_state),
+                    **mesh.place_replicated(dict(step=state.step, iteration=state.iteration,
+                                                 rng=state.rng)))
+
+
 def _manager(directory: Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=False,
@@ -116,7 +126,7 @@ class Checkpointer:
       try:
         state, config = self.restore(iteration, template)
         leaves = jax.tree.leaves(state.params)
-        if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
+        if not all(np.all(np.isfinite(_host_value(x))) for x in leaves):
           raise ValueError("non-finite parameters")
         return state, config
       except Exception as err:  # noqa: BLE001 -- any failure means "do not trust this one".
@@ -192,11 +202,31 @@ def _drop_closed_loop_errors() -> None:
   sys.unraisablehook = hook
 
 
+def _host_value(leaf) -> np.ndarray:
+  """A leaf's whole value in numpy. A global array that no process holds whole as one array
+  (params split by `mesh.model` on a mesh over several processes) is put together from this
+  process's shards when they cover it (each process holds a full copy across its own devices),
+  else gathered from every process (a collective: every process calls it at the same point)."""
+  if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable or leaf.is_fully_replicated:
+    return np.asarray(jax.device_get(leaf))
+  value = np.empty(leaf.shape, leaf.dtype)
+  covered = {}
+  for shard in leaf.addressable_shards:
+    key = tuple((s.start, s.stop) for s in shard.index)
+    if key not in covered:
+      covered[key] = np.asarray(shard.data)
+      value[shard.index] = covered[key]
+  if sum(part.size for part in covered.values()) == value.size:
+    return value
+  return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
 def state_digest(state: TrainState) -> str:
-  """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+  """SHA-256 over every leaf's dtype, shape and bytes, in tree order: the same for the same
+  values however they are split over devices and processes."""
   digest = hashlib.sha256()
   for leaf in jax.tree.leaves(state):
-    array = np.asarray(jax.device_get(leaf))
+    array = _host_value(leaf)
     digest.update(f"{array.dtype.str}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()

@@ -129,6 +129,7 @@ def row(setup, params, plan: Curriculum, size: int) -> dict[str, Any]:
   result = evaluate.evaluate_greedy(
       params, batch.tokens, batch.lengths, setup.allowed, config=setup.config.model,
       reward_fn=setup.reward_fn, max_new_tokens=setup.max_new_tokens,
-      eos_id=setup.tokenizer.eos_id, success_threshold=setup.config.task.success_threshold)
+      eos_id=setup.tokenizer.eos_id, success_threshold=setup.config.task.success_threshold,
+      mesh=setup.mesh)
   rewards.raise_pending()
   return {"curriculum_level": size, "curriculum_success": float(result.success.mean())}

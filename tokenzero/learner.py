@@ -1,11 +1,16 @@
 """Learner: distil the search policy and the returns into the network with optax.
 
-loss = cross-entropy(search policy, network policy) + value_loss_weight * (value - return)^2,
+loss = cross-entropy(search policy, network policy) + value_loss_weight * (value - target)^2
+(the target: the return, or what `Trajectory.value_target` holds, tokenzero/targets.py),
 both averaged over the steps where a decision was taken, + anchor_weight * the next-token loss
 on a batch of demonstrations when an anchor batch is given (`demos.lm_loss`: fresh data that
 keeps a model trained on its own outputs close to real text). The optimizer is optax's AdamW
 behind global-norm clipping, with warmup + cosine decay, wrapped in `optax.apply_if_finite` so
 that a non-finite gradient skips the update (and is counted) instead of poisoning the params.
+
+On a device mesh (`tokenzero.mesh`) the learner is data-parallel: the trajectories are split
+over the data devices and the loss is a mean over the global batch, so jit all-reduces the
+gradient; params and optimizer state keep the mesh's layout (replicated, or FSDP-split).
 
 Dimension letters: B batch, T answer steps, K candidates, V vocab.
 """
@@ -19,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tokenzero import mesh as mesh_lib
 from tokenzero import model as model_lib
 from tokenzero.config import ModelConfig, OptimConfig
 from tokenzero.demos import DemoBatch, lm_loss
@@ -94,7 +100,8 @@ def loss_fn(params, traj: Trajectory, *, config: ModelConfig, weights: LossWeigh
   mask = traj.step_mask.astype(jnp.float32)
   denom = jnp.maximum(mask.sum(), 1.0)
   loss_policy = jnp.sum(policy_ce * mask) / denom
-  value_err = (value - traj.reward[:, None]) ** 2
+  value_target = traj.reward[:, None] if traj.value_target is None else traj.value_target
+  value_err = (value - jax.lax.stop_gradient(value_target)) ** 2
   loss_value = jnp.sum(value_err * mask) / denom
   entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
   loss_anchor = lm_loss(params, config, anchor) if anchor is not None else jnp.zeros(())
@@ -111,22 +118,28 @@ def loss_fn(params, traj: Trajectory, *, config: ModelConfig, weights: LossWeigh
                         loss_kl=loss_kl)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps"),
+@functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps", "mesh"),
                    donate_argnums=(0, 1))
 def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
                 optimizer: optax.GradientTransformation, num_steps: int, weights: LossWeights,
-                anchor: DemoBatch | None = None, reference=None):
+                anchor: DemoBatch | None = None, reference=None,
+                mesh: mesh_lib.DeviceMesh | None = None):
   """`num_steps` optimizer steps on one batch of trajectories (pgx style: fresh data each
   iteration), and on one `anchor` batch of demonstrations when given. Returns new params,
-  optimizer state and per-step `TrainMetrics`."""
+  optimizer state and per-step `TrainMetrics`. `mesh`: params, gradients and optimizer state
+  are held to its layout at every step (None: wherever jit puts them)."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  # Pinned, so that the donated buffers come back in the layout they went in (the next call
+  # reuses this program), and under FSDP each device updates only its slice of every param.
+  pin = (lambda tree: tree) if mesh is None else mesh.constrain_params
 
   def one_step(carry, _):
     params, opt_state = carry
     (_, info), grads = grad_fn(params, traj, config=config, weights=weights, anchor=anchor,
                                reference=reference)
+    grads = pin(grads)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    params, new_opt_state = pin(optax.apply_updates(params, updates)), pin(new_opt_state)
     finite = new_opt_state.last_finite
     metrics = TrainMetrics(loss=info.loss, loss_policy=info.loss_policy,
                            loss_value=info.loss_value, policy_entropy=info.policy_entropy,

@@ -6,6 +6,12 @@ one turn of the loop. The run directory's files are `tokenzero.rundir`'s.
 Everything random derives from the seed and the iteration number (prompts from a numpy stream
 keyed by (seed, iteration), JAX keys by `fold_in(seed key, iteration)`), so a resumed run
 replays exactly what an uninterrupted one would have done.
+
+Batches are global and split over the run's device mesh (`tokenzero.mesh`, `setup.mesh`): the
+prompts and trajectories by rows, the train state in the mesh's parameter layout; the metrics
+are computed from the whole batch, gathered. On several processes (`tokenzero.distributed`) the
+mesh spans them all: each process draws and encodes only its own rows of the prompts, which
+become one global batch, and the learner's mean over it reduces across the processes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from tokenzero import config as config_lib
 from tokenzero import curriculum as curriculum_lib
 from tokenzero import demos as demos_lib
 from tokenzero import diagnostics, distributed, evaluate, learner, plots, prompts, rewards, rundir
+from tokenzero import mesh as mesh_lib
 from tokenzero import selfplay
 from tokenzero.config import ConfigError, RunConfig
 from tokenzero.progress import progress_bar
@@ -64,7 +71,8 @@ def evaluate_now(loop: Loop, params) -> dict[str, float]:
   result = evaluate.evaluate_greedy(
       params, loop.eval_batch.tokens, loop.eval_batch.lengths, setup.allowed,
       config=setup.config.model, reward_fn=setup.reward_fn, max_new_tokens=setup.max_new_tokens,
-      eos_id=setup.tokenizer.eos_id, success_threshold=setup.config.task.success_threshold)
+      eos_id=setup.tokenizer.eos_id, success_threshold=setup.config.task.success_threshold,
+      mesh=setup.mesh)
   rewards.raise_pending()
   return {"eval_greedy_reward": float(result.reward.mean()),
           "eval_greedy_success": float(result.success.mean())}
@@ -82,31 +90,31 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   process = (distributed.process_index(), distributed.process_count())
   texts = stream.draw(iteration, config.selfplay.batch_size, process=process)
   batch = prompts.encode_batch(setup.tokenizer, texts, setup.task.prompt_len)
+  mesh = setup.mesh
   t0 = time.monotonic()
   traj = selfplay.self_play(
-      state.params, batch.tokens, batch.lengths, key,
+      state.params, *mesh.place_process_rows((batch.tokens, batch.lengths)), key,
       jnp.float32(temperature_at(config, iteration)), setup.allowed, config=config.model,
       search_config=config.search, selfplay_config=config.selfplay, reward_fn=setup.reward_fn,
-      max_new_tokens=setup.max_new_tokens, eos_id=setup.tokenizer.eos_id)
+      max_new_tokens=setup.max_new_tokens, eos_id=setup.tokenizer.eos_id, mesh=mesh)
   traj = jax.block_until_ready(traj)
   with distributed.fail_together("with a reward error"):  # before the next collective
     rewards.raise_pending()
-  # Every process learns on the whole global batch: the same steps, the same params everywhere.
-  traj = distributed.global_batch(traj)
   t1 = time.monotonic()
   anchor = None
   if loop.anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
     picks = np.random.default_rng([config.seed, 3, iteration]).integers(
         0, loop.anchor_demos.tokens.shape[0],
         config.optim.anchor_batch_size or config.selfplay.batch_size)
-    anchor = demos_lib.take(loop.anchor_demos, picks)
+    anchor = mesh.place_batch(demos_lib.take(loop.anchor_demos, picks))
   params, opt_state, metrics = learner.train_steps(
       state.params, state.opt_state, traj, config=config.model, optimizer=loop.optimizer,
       num_steps=config.optim.steps_per_iteration,
       weights=learner.LossWeights.from_config(config.optim), anchor=anchor,
-      reference=loop.reference)
-  metrics = jax.device_get(metrics)
+      reference=loop.reference, mesh=mesh)
+  metrics = mesh_lib.to_host(metrics)
   t2 = time.monotonic()
+  played = mesh_lib.to_host(traj)  # the global batch (every process's rows), for the metrics
   state = ckpt_lib.TrainState(params=params, opt_state=opt_state,
                               step=state.step + config.optim.steps_per_iteration,
                               iteration=jnp.int32(iteration), rng=state.rng)
@@ -115,17 +123,17 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   row = {
       "iteration": iteration,
       "elapsed_s": None,
-      "selfplay_reward": float(traj.reward.mean()),
-      "selfplay_success": float((traj.reward >= config.task.success_threshold).mean()),
+      "selfplay_reward": float(played.reward.mean()),
+      "selfplay_success": float((played.reward >= config.task.success_threshold).mean()),
       "loss_policy": mean(metrics.loss_policy),
       "loss_value": mean(metrics.loss_value),
       "policy_entropy": mean(metrics.policy_entropy),
       "grad_norm": mean(metrics.grad_norm),
       "nonfinite_updates": int((~finite).sum()),
-      "search_value": float(traj.search_value[:, 0].mean()),
+      "search_value": float(played.search_value[:, 0].mean()),
       # Mean over the decisions that handed a tree on (not the last of an answer).
-      "tree_kept_fraction": diagnostics.kept_fraction(traj),
-      **diagnostics.selfplay_diagnostics(traj),
+      "tree_kept_fraction": diagnostics.kept_fraction(played),
+      **diagnostics.selfplay_diagnostics(played),
       "temperature": temperature_at(config, iteration),
       "selfplay_s": round(t1 - t0, 3),
       "train_s": round(t2 - t1, 3),
@@ -164,7 +172,9 @@ def _start(setup: Setup, out_dir: Path, params: optax.Params, *, resume: bool,
            optimizer: optax.GradientTransformation, allow_config_change: bool = False):
   """The state to go on from (a fresh one from `params`, or the newest checkpoint's) and the
   metrics rows before it (a resumed run's)."""
-  state = ckpt_lib.TrainState.create(params, optimizer, jax.random.key(setup.config.seed))
+  state = ckpt_lib.place(
+      ckpt_lib.TrainState.create(params, optimizer, jax.random.key(setup.config.seed)),
+      setup.mesh)
   if not resume:
     return state, []
   restored = checkpointer.restore_latest(state)
@@ -212,7 +222,8 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
     params = initial_params(config)
     # The KL reference is the initial network, rebuilt from the seed (or init_from) on resume.
     # A copy: the first iteration donates `params` to the optimizer step.
-    reference = jax.tree.map(jnp.copy, params) if config.optim.kl_weight > 0 else None
+    reference = (setup.mesh.place_params(jax.tree.map(jnp.copy, params))
+                 if config.optim.kl_weight > 0 else None)
     state, rows = _start(setup, out_dir, params, resume=resume, log=log,
                          checkpointer=checkpointer, optimizer=optimizer,
                          allow_config_change=allow_config_change)

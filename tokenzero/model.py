@@ -72,6 +72,34 @@ class RMSNorm(nn.Module):
     return (x32 * scale).astype(x.dtype)
 
 
+def _head_matmul(x, kernel):
+  """The LM head: x [..., M] in the compute dtype, kernel [M, V] (the params' dtype) -> float32
+  logits [..., V].
+
+  Under bfloat16, a bf16 matmul accumulated and returned in float32 (`preferred_element_type`),
+  rather than a float32 matmul: at real vocabularies the head is the model's largest matmul
+  (65% of a token's matmul FLOPs at GPT-2's vocabulary and 6 layers of d=384), and bf16 runs at
+  twice TF32's rate on an H100's tensor cores (float32 far below both). The logits are then no
+  longer rounded to bf16's 8 bits (a logit of 20 moved by up to 0.06) before the softmax, top-K
+  and log-probs; the inputs' rounding stays, as in every layer, and dominates:
+  benchmarks/lm_head_dtype.py finds the same error against the float32 model with a float32
+  head. On CPU a float32 head is faster (XLA's bf16 dot is slow there: a decode step in 0.86x
+  the time), but a bf16 model is twice as slow as a float32 one: use float32 on CPU, where this
+  is a float32 matmul.
+  """
+  return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32)
+
+
+class LMHead(nn.Module):
+  """An untied LM head: params `kernel` [M, V], as `nn.Dense(V, use_bias=False)` holds them."""
+  vocab_size: int
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.vocab_size))
+    return _head_matmul(x, kernel)
+
+
 def _norm(config: ModelConfig, name: str):
   if config.arch == "llama":
     return RMSNorm(config.norm_eps, name=name)
@@ -117,8 +145,10 @@ class Attention(nn.Module):
 
     keys = [(src_k, src_v, src_mask[:, None, :]) for src_k, src_v, src_mask in sources]
     keys.append((k, v, self_mask))
+    # Scores accumulate and come out in float32 and the softmax runs there; only its weights go
+    # back to the compute dtype for the values' matmul.
     scores = [
-        jnp.einsum("blhge,bmhe->bhglm", q, key_k).astype(jnp.float32)
+        jnp.einsum("blhge,bmhe->bhglm", q, key_k, preferred_element_type=jnp.float32)
         + jnp.where(mask, 0.0, _NEG)[:, None, None, :, :]
         for key_k, _, mask in keys
     ]
@@ -195,14 +225,14 @@ class Transformer(nn.Module):
     if output_index is not None:
       x = jnp.take_along_axis(x, output_index[:, None, None], axis=1)
     x = _norm(cfg, "final_norm")(x)
-    if cfg.tie_embeddings:
-      logits = embed.attend(x)
+    if cfg.tie_embeddings:  # GPT-2, and Llama-family checkpoints that tie (SmolLM2)
+      logits = _head_matmul(x, embed.embedding.T)
     else:
-      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=_dtype(cfg), name="lm_head")(x)
+      logits = LMHead(cfg.vocab_size, name="lm_head")(x)
     # A new value head outputs ~0 so that a pretrained prior starts with a neutral value.
     value = nn.Dense(1, kernel_init=nn.initializers.zeros, dtype=jnp.float32,
                      name="value_head")(x.astype(jnp.float32))[..., 0]
-    return ModelOutput(logits.astype(jnp.float32), value), (jnp.stack(ks), jnp.stack(vs))
+    return ModelOutput(logits, value), (jnp.stack(ks), jnp.stack(vs))
 
 
 @functools.partial(jax.jit, static_argnums=0)  # one compile instead of op-by-op dispatch.

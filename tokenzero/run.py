@@ -1,10 +1,10 @@
 """What a run is made of, built once: `Setup` from a `RunConfig`, and loading a finished run.
 
 `build(config)` makes the task (which loads the user's reward file: once per run), fits the
-model's vocabulary and context to it, and settles the reward and the tokens an answer may use;
-every check happens there, before anything compiles. `load_run` reads a run directory's config
-and newest (or given) checkpoint; `load_model` reads either an HF model directory or a run
-directory, for the commands that take both (`decode`, `sft`).
+model's vocabulary and context to it, settles the reward and the tokens an answer may use, and
+lays out the device mesh; every check happens there, before anything compiles. `load_run`
+reads a run directory's config and newest (or given) checkpoint; `load_model` reads either an
+HF model directory or a run directory, for the commands that take both (`decode`, `sft`).
 
 Dimension letters: V vocab.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,9 @@ import optax
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
 from tokenzero import curriculum, hf, learner, rundir
+from tokenzero import mesh as mesh_lib
 from tokenzero import model as model_lib
-from tokenzero.config import ConfigError, ModelConfig, RunConfig
+from tokenzero.config import ConfigError, MeshConfig, ModelConfig, RunConfig
 from tokenzero.rewards import TokenReward
 from tokenzero.tasks import Task, make_task, task_token_reward
 from tokenzero.tokenizer import Tokenizer, answer_mask
@@ -38,14 +39,17 @@ class Setup:
   max_new_tokens: int  # answer budget T, EOS included
   reward_fn: TokenReward  # the task's reward on tokens
   allowed: jax.Array  # [V] bool: tokens an answer may use
+  mesh: mesh_lib.DeviceMesh  # the devices it computes on (config.mesh)
 
   @property
   def tokenizer(self) -> Tokenizer:
     return self.task.tokenizer
 
 
-def build(config: RunConfig, task: Task | None = None) -> Setup:
-  """Resolves derived values and checks the config against the task; raises ConfigError."""
+def build(config: RunConfig, task: Task | None = None, *,
+          devices: Sequence[jax.Device] | None = None) -> Setup:
+  """Resolves derived values and checks the config against the task; raises ConfigError.
+  `devices`: what the mesh is laid over (default every process's, see `mesh.make`)."""
   if config.init_from:
     config = _from_pretrained(config)
   task = task or make_task(config.task.name, config.task.params)
@@ -56,7 +60,8 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
       max_new_tokens=max_new_tokens, longest_prompt=task.longest_prompt(),
       padded_vocab_ok=bool(config.init_from))
   allowed = jnp.asarray(answer_mask(task.tokenizer, config.model.vocab_size))
-  return Setup(config, task, max_new_tokens, task_token_reward(task), allowed)
+  return Setup(config, task, max_new_tokens, task_token_reward(task), allowed,
+               mesh_lib.make(config, devices))
 
 
 def _from_pretrained(config: RunConfig) -> RunConfig:
@@ -109,7 +114,11 @@ def load_run(run_dir: str | Path, iteration: int | None = None) -> tuple[Setup, 
   """(Setup, params) of a run directory's newest (or given) checkpoint, for eval and decode."""
   run_dir = Path(run_dir)
   config = config_lib.from_dict(RunConfig, rundir.read_config(run_dir))
-  setup = build(config)
+  # Reading a finished run (eval, decode) computes on one device, whatever mesh trained it: a
+  # checkpoint restores onto any mesh, and its training batch need not divide over this one.
+  # On several processes each reads it on its own first device (process 0 writes the results).
+  setup = build(dataclasses.replace(config, mesh=MeshConfig(data=1)),
+                devices=jax.local_devices())
   params = model_lib.init_params(setup.config.model, jax.random.key(0))
   template = ckpt_lib.TrainState.create(params, learner.make_optimizer(setup.config.optim, 1),
                                         jax.random.key(0))

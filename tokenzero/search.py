@@ -59,6 +59,7 @@ class SearchOutput(NamedTuple):
   action: jax.Array  # [B] slot chosen by the search
   token: jax.Array  # [B] token id of that slot
   action_weights: jax.Array  # [B, K] search policy over the slots
+  visit_probs: jax.Array  # [B, K] the root's visit counts, normalised (= PUCT's action_weights)
   candidates: jax.Array  # [B, K] token ids of the slots
   valid: jax.Array  # [B, K] bool: slot holds an allowed token
   root_prior: jax.Array  # [B, K] the network's policy over the slots (renormalized, no noise)
@@ -363,6 +364,7 @@ def run_search(params, config: ModelConfig, search_config: SearchConfig, episode
       action=action,
       token=token,
       action_weights=action_weights,
+      visit_probs=summary.visit_probs,
       candidates=candidates,
       valid=valid,
       root_prior=jax.nn.softmax(_mask_invalid(prior.astype(jnp.float32), invalid), axis=-1),

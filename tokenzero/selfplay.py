@@ -3,13 +3,19 @@
 One jitted `lax.scan` over the answer budget. At each step the search runs from every row's
 current end, an action is picked (sampled from the search policy with a temperature, or the
 search's own choice, or, with probability `random_action_prob`, a uniform random candidate),
-and the token is appended. Policy targets are mctx's `action_weights` kept as (token id, weight)
-pairs over the K candidates, so no target is sized by the vocabulary.
+and the token is appended. Policy targets are mctx's `action_weights` (or the root's visit
+counts, `selfplay.policy_target`) kept as (token id, weight) pairs over the K candidates, so no
+target is sized by the vocabulary; value targets are the return or its TD(lambda) mix with the
+search's values (`selfplay.value_target`, tokenzero/targets.py).
 
 Beside the targets, each step records what the learning diagnostics need
 (`tokenzero.diagnostics`): the network's prior over the same K candidates, whether the tree held
 a complete answer, and where the played token came from. All of it is the search's output or the
 action's coin flips: no extra forward.
+
+On a device mesh (`tokenzero.mesh`) the rows are split over its data devices. Each row's tree is
+its own, so the results do not depend on the split; XLA still moves the row-indexed reads and
+writes of the tree (`x[rows, i]`) across devices (benchmarks/mesh_throughput.json lists them).
 
 Dimension letters: B batch, P prompt slots, T answer budget, K candidates.
 """
@@ -23,7 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
+from tokenzero import mesh as mesh_lib
 from tokenzero import search as search_lib
+from tokenzero import targets
 from tokenzero import tree_reuse
 from tokenzero.config import ModelConfig, SearchConfig, SelfPlayConfig
 from tokenzero.rewards import TokenReward
@@ -47,6 +55,9 @@ class Trajectory(NamedTuple):
   terminal_on_pick: jax.Array  # [B, T] bool: ... one starting with the search's pick
   explored: jax.Array  # [B, T] bool: the played slot was the uniform random candidate
   off_policy: jax.Array  # [B, T] bool: the played slot is not the search's own pick
+  # [B, T] the learner's value target (`selfplay.value_target`, tokenzero/targets.py); None:
+  # the return, `reward`, at every step.
+  value_target: jax.Array | None = None
 
 
 class Choice(NamedTuple):
@@ -89,13 +100,18 @@ def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature
   return Choice(slot=jnp.where(explore, random_slot, slot).astype(jnp.int32), explored=explore)
 
 
+# Nothing is donated: the tree and the KV cache are the scan's carry inside this program, and
+# the params go on to the learner (which donates them).
 @functools.partial(jax.jit, static_argnames=(
-    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id"))
+    "config", "search_config", "selfplay_config", "reward_fn", "max_new_tokens", "eos_id",
+    "mesh"))
 def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: ModelConfig,
               search_config: SearchConfig, selfplay_config: SelfPlayConfig,
-              reward_fn: TokenReward, max_new_tokens: int, eos_id: int) -> Trajectory:
+              reward_fn: TokenReward, max_new_tokens: int, eos_id: int,
+              mesh: mesh_lib.DeviceMesh | None = None) -> Trajectory:
   """Plays one episode per prompt row [B, P]. `temperature` is traced: changing it never
-  recompiles."""
+  recompiles. `mesh`: the trajectories come back split over its data devices, as the prompts
+  went in (None: wherever jit puts them)."""
   state = episode_lib.start(params, config, prompt, prompt_len, max_new_tokens)
   reuse = search_config.reuse_tree
   kept = search_lib.no_kept_tree(config, search_config, state) if reuse else None
@@ -115,7 +131,9 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       token = jnp.take_along_axis(out.candidates, slot[:, None], axis=1)[:, 0]
       state = episode_lib.step(params, config, state, token, eos_id)
       kept_fraction = jnp.zeros(live.shape, jnp.float32)
-    return (state, kept), _Decision(policy_ids=out.candidates, policy_weights=out.action_weights,
+    weights = (out.visit_probs if selfplay_config.policy_target == "visits"
+               else out.action_weights)
+    return (state, kept), _Decision(policy_ids=out.candidates, policy_weights=weights,
                                     live=live, search_value=out.search_value,
                                     root_value=out.root_value, tree_kept=kept_fraction,
                                     root_prior=out.root_prior,
@@ -126,7 +144,17 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
   (state, _), steps = jax.lax.scan(body, (state, kept), jax.random.split(rng, max_new_tokens))
   reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
   steps_first = lambda x: jnp.swapaxes(x, 0, 1)
-  return Trajectory(
+  value_target = None
+  if selfplay_config.value_target == "lambda":
+    value_target = targets.lambda_returns(
+        reward, steps_first(steps.search_value), steps_first(steps.live),
+        steps_first(steps.explored), td_lambda=selfplay_config.td_lambda,
+        cut_explored=selfplay_config.cut_explored)
+  elif selfplay_config.cut_explored:  # the return, cut at random moves
+    value_target = targets.lambda_returns(
+        reward, steps_first(steps.search_value), steps_first(steps.live),
+        steps_first(steps.explored), td_lambda=1.0, cut_explored=True)
+  traj = Trajectory(
       prompt=prompt,
       prompt_len=prompt_len,
       tokens=state.tokens,
@@ -143,4 +171,6 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       terminal_reached=steps_first(steps.terminal_reached),
       terminal_on_pick=steps_first(steps.terminal_on_pick),
       explored=steps_first(steps.explored),
-      off_policy=steps_first(steps.off_policy))
+      off_policy=steps_first(steps.off_policy),
+      value_target=value_target)
+  return traj if mesh is None else mesh.constrain_batch(traj)

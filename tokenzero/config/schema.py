@@ -113,6 +113,16 @@ class SelfPlayConfig:
   temperature: float = 1.0  # sampling temperature at iteration 0 ...
   final_temperature: float = 0.25  # ... decayed linearly to this at the last iteration.
   random_action_prob: float = 0.1  # exploration: a uniform random candidate instead.
+  # The targets self-play records for the learner (tokenzero/targets.py). Policy: "improved",
+  # the search's policy (Gumbel's improved policy, PUCT's visits), or "visits", the root's visit
+  # counts under either algorithm. Value: "return", the episode's reward at every step, or
+  # "lambda", the TD(lambda) return over the search's backed-up root values (td_lambda=1: the
+  # return). cut_explored: a step whose action was a random one (random_action_prob) takes the
+  # search's value of its state as its target, so no earlier step learns from the random move.
+  policy_target: str = "improved"
+  value_target: str = "return"
+  td_lambda: float = 0.8
+  cut_explored: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +157,15 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """The devices a run computes on (tokenzero/mesh.py): a grid of mesh.data x mesh.model of
+  them, the first of `jax.devices()`. Batch sizes stay global: selfplay.batch_size (and the
+  anchor batch) must divide over mesh.data; evaluation batches are padded."""
+  data: int = 0  # devices the batch is split over; 0: all of them (over mesh.model).
+  model: int = 1  # devices each parameter is split over (FSDP style); 1: replicated.
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   seed: int = 0
   iterations: int = 300
@@ -162,3 +181,4 @@ class RunConfig:
   selfplay: SelfPlayConfig = SelfPlayConfig()
   optim: OptimConfig = OptimConfig()
   eval: EvalConfig = EvalConfig()
+  mesh: MeshConfig = MeshConfig()

@@ -50,6 +50,14 @@ def validate(config: RunConfig) -> None:
        "selfplay.random_action_prob must be in [0, 1]"),
       (config.selfplay.action_selection in ("sample", "search"),
        "selfplay.action_selection must be 'sample' or 'search'"),
+      (config.selfplay.policy_target in ("improved", "visits"),
+       f"selfplay.policy_target must be 'improved' or 'visits', got "
+       f"{config.selfplay.policy_target!r}"),
+      (config.selfplay.value_target in ("return", "lambda"),
+       f"selfplay.value_target must be 'return' or 'lambda', got "
+       f"{config.selfplay.value_target!r}"),
+      (0.0 <= config.selfplay.td_lambda <= 1.0,
+       f"selfplay.td_lambda must be in [0, 1], got {config.selfplay.td_lambda}"),
       (config.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
       (config.optim.steps_per_iteration >= 1, "optim.steps_per_iteration must be >= 1"),
       (config.optim.max_nonfinite_updates >= 1, "optim.max_nonfinite_updates must be >= 1"),

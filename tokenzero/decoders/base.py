@@ -52,6 +52,9 @@ class Decoder(Protocol):
              max_new_tokens: int, eos_id: int, reward_fn: TokenReward | None) -> Decoded: ...
 
 
+# Nothing is donated: the KV cache and the search tree live in the decoder's `lax.scan` inside
+# this one program, whose loop buffers XLA reuses step to step; only the params (the caller's
+# to keep) and the prompts cross the boundary.
 @functools.partial(jax.jit, static_argnames=("decoder", "config", "max_new_tokens", "eos_id",
                                              "reward_fn"))
 def decode(params, prompt, prompt_len, rng, allowed, *, decoder: Decoder, config: ModelConfig,

@@ -18,8 +18,8 @@ Dimension letters: B batch, P prompt slots, T answer budget.
 from tokenzero.rewards.check import RewardCheck, check_reward
 from tokenzero.rewards.errors import (RewardError, clear_pending, pending, raise_pending,
                                       reward_errors)
-from tokenzero.rewards.host import call_python, checked_batch, host_token_reward
-from tokenzero.rewards.on_tokens import (add_rewards, encode_pairs, ended_rows, score_texts,
+from tokenzero.rewards.host import call_python, checked_batch, ended_rows, host_token_reward
+from tokenzero.rewards.on_tokens import (add_rewards, encode_pairs, score_texts,
                                          token_reward)
 from tokenzero.rewards.plugin import (Reward, TokenReward, as_reward, batched_reward, jax_reward,
                                       jax_step_reward, load_reward, step_reward)

@@ -1,9 +1,10 @@
 """Python rewards on the host: every value checked, and the `TokenReward` that calls them.
 
-Python rewards run through `jax.pure_callback`: one call per search simulation over the rows
-whose completion has ended (the only rows whose reward the search uses), and once at each
-episode's end. A bad value becomes a `RewardError`; inside a callback it is recorded in the error
-slot (`tokenzero.rewards.errors`) and the callback returns zeros.
+Python rewards run through `jax.pure_callback`: one call per search simulation in which some
+row's completion has ended, over those rows only (the only rows whose reward the search uses; a
+simulation in which none ended never leaves the device), and once at each episode's end. A bad
+value becomes a `RewardError`; inside a callback it is recorded in the error slot
+(`tokenzero.rewards.errors`) and the callback returns zeros.
 
 Dimension letters: B batch, P prompt slots, T answer budget.
 """
@@ -120,19 +121,27 @@ def step_sums(reward: Reward, prompts: list[str], completions: list[str]) -> lis
   return sums
 
 
+def ended_rows(completion: jax.Array, completion_len: jax.Array, eos_id: int) -> jax.Array:
+  """[B] bool: the completion ended (its last token is EOS, or it used the whole budget)."""
+  last = jnp.take_along_axis(completion, jnp.clip(completion_len - 1, 0)[:, None], axis=1)[:, 0]
+  return (completion_len >= completion.shape[1]) | ((completion_len > 0) & (last == eos_id))
+
+
 def _ended_np(completion: np.ndarray, completion_len: np.ndarray, eos_id: int) -> np.ndarray:
-  """[B] bool on the host: `on_tokens.ended_rows`, for the callback's numpy arrays."""
+  """[B] bool on the host: `ended_rows`, for the callback's numpy arrays."""
   rows = np.arange(completion.shape[0])
   last = completion[rows, np.clip(completion_len - 1, 0, completion.shape[1] - 1)]
   return (completion_len >= completion.shape[1]) | ((completion_len > 0) & (last == eos_id))
 
 
 def host_token_reward(name: str, score_batch: Callable[[list[str], list[str]], Any],
-                      tokenizer: Tokenizer) -> TokenReward:
+                      tokenizer: Tokenizer, *, skip_idle: bool = True) -> TokenReward:
   """A `TokenReward` that decodes the ended rows and scores them with one host call.
 
   `score_batch(prompts, completions) -> Sequence[float]` is checked value by value; on a bad
   value the error is recorded (see `raise_pending`) and the callback returns zeros.
+  `skip_idle`: when no row has ended, return zeros on the device without a host call (False:
+  call the host every time, to compare; the values are the same).
   """
   owner = object()
 
@@ -156,7 +165,16 @@ def host_token_reward(name: str, score_batch: Callable[[list[str], list[str]], A
 
   def reward(prompt, prompt_len, completion, completion_len):
     shape = jax.ShapeDtypeStruct((prompt.shape[0],), jnp.float32)
-    return jax.pure_callback(host, shape, prompt, prompt_len, completion, completion_len,
-                             vmap_method="sequential")
+    call = lambda: jax.pure_callback(host, shape, prompt, prompt_len, completion,
+                                     completion_len, vmap_method="sequential")
+    if not skip_idle:
+      return call()
+    # The search asks at every simulation but uses a reward only where an answer ended; most
+    # simulations end none, and the host would return zeros. The cond sits outside the
+    # callback, so that the skipped branch never crosses to the host. (Under `vmap` a batched
+    # predicate turns the cond into a select that runs both branches: the same values, each
+    # row's call made on its own, as `vmap_method="sequential"` says.)
+    ended = ended_rows(completion, completion_len, tokenizer.eos_id)
+    return jax.lax.cond(jnp.any(ended), call, lambda: jnp.zeros(shape.shape, shape.dtype))
 
   return reward

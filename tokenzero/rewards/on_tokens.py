@@ -19,15 +19,9 @@ import numpy as np
 from tokenzero.prompts import encode_batch
 from tokenzero.rewards.errors import (RewardError, clear_pending, describe_pair, raise_pending,
                                       record)
-from tokenzero.rewards.host import call_python, host_token_reward, step_sums
+from tokenzero.rewards.host import call_python, ended_rows, host_token_reward, step_sums
 from tokenzero.rewards.plugin import Reward, TokenReward, as_reward
 from tokenzero.tokenizer import Tokenizer
-
-
-def ended_rows(completion: jax.Array, completion_len: jax.Array, eos_id: int) -> jax.Array:
-  """[B] bool: the completion ended (its last token is EOS, or it used the whole budget)."""
-  last = jnp.take_along_axis(completion, jnp.clip(completion_len - 1, 0)[:, None], axis=1)[:, 0]
-  return (completion_len >= completion.shape[1]) | ((completion_len > 0) & (last == eos_id))
 
 
 def _guard_finite(name: str, values, ended, tokenizer: Tokenizer, prompt, prompt_len,

@@ -168,6 +168,26 @@ def eos_then_pad(values: jax.Array, length: jax.Array, width: int, eos_id: int,
   return jnp.where(cols == length[:, None], eos_id, out).astype(values.dtype)
 
 
+def decoded_symbols(tokens: jax.Array, length: jax.Array, *, eos_id: int, pad_id: int,
+                    first_symbol: int) -> tuple[jax.Array, jax.Array]:
+  """The tokens of the text that the tokenizer's `decode` gives, moved to the front.
+
+  `decode` reads the first `length` [B] of `tokens` [B, W] up to the first EOS and drops the
+  specials (ids below `first_symbol`); a reward equal to `score` must see that text, whatever
+  the layout of the tokens. -> (symbols [B, W], PAD after the `count` [B] kept ones; count).
+  """
+  cols = jnp.arange(tokens.shape[1])
+  before_eos = jnp.cumsum(tokens == eos_id, axis=1) == 0
+  keep = (cols[None, :] < length[:, None]) & before_eos & (tokens >= first_symbol)
+  slot = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, -1)  # [B, W] where each one goes
+  # A one-hot [B, W, W] sum rather than a scatter: W is an answer's length, and XLA compiles
+  # this several times faster.
+  moved = jnp.sum(jnp.where(slot[:, :, None] == cols[None, None, :], tokens[:, :, None], 0),
+                  axis=1)
+  count = jnp.sum(keep, axis=1, dtype=jnp.int32)
+  return jnp.where(cols[None, :] < count[:, None], moved, pad_id).astype(tokens.dtype), count
+
+
 TASKS: dict[str, type[Task]] = {}
 
 

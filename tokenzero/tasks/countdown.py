@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from typing import ClassVar
 
+from tokenzero.tasks import countdown_jax
 from tokenzero.tasks.base import Task, TaskError, register
 from tokenzero.tokenizer import CharTokenizer
 
@@ -207,3 +208,11 @@ class Countdown(Task):
     if value is None:
       return 0.0
     return 0.5 * max(0.0, 1.0 - abs(value - target) / target)
+
+  def jax_reward(self):
+    # In the graph while every value an answer over the prompt's numbers can take stays below
+    # countdown_jax.LIMIT (count <= 9 at max_number 9, <= 4 at 100); past that bound, the rows
+    # whose values reach it are scored here, through a host callback.
+    bound = countdown_jax.value_bound(self.count, self.max_number)
+    return countdown_jax.countdown_token_reward(
+        self.tokenizer, score=self.score if bound >= countdown_jax.LIMIT else None)

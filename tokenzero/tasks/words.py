@@ -11,9 +11,11 @@ import functools
 from pathlib import Path
 from typing import ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 
-from tokenzero.tasks.base import Task, TaskError, positional_credit, register
+from tokenzero.rewards import TokenReward
+from tokenzero.tasks.base import Task, TaskError, decoded_symbols, positional_credit, register
 from tokenzero.tokenizer import CharTokenizer
 
 _CONSONANTS = "bdfgklmnprstvz"
@@ -49,6 +51,70 @@ def _read_words(path: str) -> tuple[str, ...]:
 
 def _key(word: str) -> str:
   return "".join(sorted(word))
+
+
+# Odd per-slot multipliers of the letters' hash (a fixed seed: the same on every machine).
+_HASH_SEED = 20240614
+
+
+def anagram_token_reward(words: tuple[str, ...], tokenizer: CharTokenizer,
+                         width: int) -> TokenReward:
+  """`Anagram.score` on tokens: the best positional credit of the completion against the words
+  whose letters are the prompt's, over a `width`-token answer.
+
+  The words sit sorted by a hash of their sorted letters (N words, keys [N, L] of L = the
+  longest word's letters); a prompt's sorted letters find their hash's run with `searchsorted`
+  and its G words (G: the longest run, known from the list) are checked letter by letter, so
+  that a hash collision costs a comparison, never a wrong answer, and the work per row is G
+  words whatever the list's length.
+  """
+  first_symbol = tokenizer.vocab_size - len(tokenizer.alphabet)
+  eos_id, pad_id = tokenizer.eos_id, tokenizer.pad_id
+  longest = width - 1
+  sentinel = tokenizer.vocab_size  # past every id: pads a key, sorts after its letters.
+  encoded = [tokenizer.encode(word) for word in words]
+  keys = np.full((len(words), longest), sentinel, np.int32)  # [N, L] sorted letters
+  targets = np.full((len(words), width), pad_id, np.int32)  # [N, width] word, EOS, PAD
+  for row, ids in enumerate(encoded):
+    keys[row, :len(ids)] = sorted(ids)
+    targets[row, :len(ids)] = ids
+    targets[row, len(ids)] = eos_id
+  multipliers = np.random.default_rng(_HASH_SEED).integers(
+      0, 2**32, size=longest, dtype=np.uint32) | np.uint32(1)  # [L]
+  hashes = np.sum(keys.astype(np.uint32) * multipliers, axis=1, dtype=np.uint32)  # [N]
+  order = np.argsort(hashes, kind="stable")
+  keys, targets, hashes = keys[order], targets[order], hashes[order]
+  run = int(np.unique(hashes, return_counts=True)[1].max())  # G
+  keys, targets, hashes = jnp.asarray(keys), jnp.asarray(targets), jnp.asarray(hashes)
+  multipliers = jnp.asarray(multipliers)
+  # right / width as the host gets it (a double, then float32): XLA would multiply by a
+  # rounded 1 / width instead, one float32 step off for some counts.
+  fractions = jnp.asarray(np.arange(width + 1) / width, jnp.float32)  # [width + 1]
+
+  def reward(prompt, prompt_len, completion, completion_len):
+    letters, count = decoded_symbols(prompt, prompt_len, eos_id=eos_id, pad_id=pad_id,
+                                     first_symbol=first_symbol)  # [B, P]
+    cols = jnp.arange(letters.shape[1])[None, :]
+    key = jnp.sort(jnp.where(cols < count[:, None], letters, sentinel), axis=1)
+    key = jnp.pad(key, ((0, 0), (0, max(0, longest - key.shape[1]))),
+                  constant_values=sentinel)[:, :longest]  # [B, L]; longer prompts match none
+    key_hash = jnp.sum(key.astype(jnp.uint32) * multipliers, axis=1, dtype=jnp.uint32)  # [B]
+    index = jnp.searchsorted(hashes, key_hash)[:, None] + jnp.arange(run)[None, :]  # [B, G]
+    safe = jnp.minimum(index, hashes.shape[0] - 1)
+    is_answer = ((index < hashes.shape[0]) & (hashes[safe] == key_hash[:, None])
+                 & jnp.all(keys[safe] == key[:, None, :], axis=-1)
+                 & (count <= longest)[:, None])
+    symbols, length = decoded_symbols(completion, completion_len, eos_id=eos_id, pad_id=pad_id,
+                                      first_symbol=first_symbol)
+    symbols = jnp.pad(symbols, ((0, 0), (0, max(0, width - symbols.shape[1]))),
+                      constant_values=pad_id)[:, :width]
+    # As `positional_credit` lays the text out: EOS after a text shorter than the budget.
+    produced = jnp.where(jnp.arange(width)[None, :] == length[:, None], eos_id, symbols)
+    right = jnp.sum(produced[:, None, :] == targets[safe], axis=-1)  # [B, G]
+    credit = fractions[right]
+    return jnp.max(jnp.where(is_answer, credit, 0.0), axis=1)
+
+  return reward
 
 
 @register
@@ -139,6 +205,9 @@ class Anagram(Task):
   def score(self, prompt, completion):
     return max((positional_credit(completion, answer, self.max_new_tokens)
                 for answer in self.answers(prompt)), default=0.0)
+
+  def jax_reward(self):
+    return anagram_token_reward(self.words, self.tokenizer, self.max_new_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
