@@ -241,8 +241,8 @@ def main() -> None:
       "load_average_before": [round(x, 2) for x in load_before],
       "load_average_after": [round(x, 2) for x in os.getloadavg()],
       "python": platform.python_version(),
-      "note": ("each process plays half of the global batch; the learner runs on the gathered "
-               "global batch on both processes (its work repeated, not split)"),
+      "note": ("each process plays half of the global batch; the device mesh spans both "
+               "processes, so the learner's gradient is reduced across them"),
   }
   Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
   print(json.dumps({k: report[k] for k in ("all_ok", "total_wall_s", "load_average_before",

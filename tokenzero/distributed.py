@@ -9,8 +9,9 @@ Every host runs the same command; what joins them is here, and it costs nothing 
   signal, a reward error) reaches every process before the next collective, so that no process
   waits forever in a collective another one has left.
 - `Topology`: how many processes and devices wrote a checkpoint; a run resumes on the same.
-- `local_share` / `global_batch`: each process plays its share of a global batch, and every
-  process learns on all of it.
+- `local_share`: each process plays its share of a global batch (the run's mesh spans the
+  processes: `mesh.place_process_rows` makes the shares one global array); `global_batch`
+  gathers a batch each process holds only its own rows of (a no-op on global arrays).
 """
 
 from __future__ import annotations

@@ -110,7 +110,16 @@ class DeviceMesh:
     return jax.tree.map(lambda x: NamedSharding(self.mesh, self.param_spec(np.shape(x))), tree)
 
   def _put(self, tree, shardings):
-    return tree if self.single else jax.device_put(tree, shardings)
+    if self.single:
+      return tree
+    if jax.process_count() > 1:
+      # device_put of a process-local jax.Array onto several processes' devices builds a
+      # malformed array in JAX 0.10 (orbax then fails on its shards); numpy, the same value on
+      # every process, goes in whole. A global array is only resharded.
+      tree = jax.tree.map(
+          lambda x: np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable
+          else x, tree)
+    return jax.device_put(tree, shardings)
 
   def place_params(self, tree):
     return self._put(tree, self.param_shardings(tree))
