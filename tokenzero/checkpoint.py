@@ -1,7 +1,9 @@
 """Checkpoints with orbax: atomic (temporary directory, then rename), the last K kept.
 
 Each checkpoint holds the train state (params, optimizer state, optimizer step, iteration,
-base RNG key), the resolved config as JSON and a SHA-256 digest of the state's bytes.
+base RNG key), the resolved config as JSON, a SHA-256 digest of the state's bytes and the
+topology (processes, devices) that wrote it. On several processes every process saves and
+restores together, through orbax's multi-host path: process 0 writes the JSON items.
 `restore_latest` takes the newest checkpoint that loads and matches its digest; one that is
 truncated or corrupt is skipped with a warning, never half-loaded. The digest is ours because
 orbax's own files do not catch everything: a flipped byte in its data files loads silently.
@@ -21,6 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from tokenzero import distributed
 
 # orbax logs every save at INFO through absl; keep the console for the progress bar.
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -78,16 +83,18 @@ class Checkpointer:
       # Only a checkpoint that `restore_latest` skipped as corrupt, or the same state saved
       # twice, is here already: never keep a corrupt one in place of a good one.
       self._manager.delete(iteration)
+    state = _process_0s(state)
     self._manager.save(iteration, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
-        digest=ocp.args.JsonSave({"sha256": state_digest(state)})))
+        state=ocp.args.StandardSave(_global(state)), config=ocp.args.JsonSave(config),
+        digest=ocp.args.JsonSave({"sha256": state_digest(state)}),
+        topology=ocp.args.JsonSave(distributed.Topology.current()._asdict())))
     self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def restore(self, iteration: int, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _global(template, abstract=True))
     _drop_closed_loop_errors()
     items = dict(state=ocp.args.StandardRestore(abstract), config=ocp.args.JsonRestore())
     # Checkpoints written before digests existed have no digest item: load them unchecked.
@@ -97,6 +104,7 @@ class Checkpointer:
     restored = self._manager.restore(iteration, args=ocp.args.Composite(**items))
     # Named by the template's structure, not by position.
     state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(restored["state"]))
+    state = jax.tree.map(_like, state, template)
     if not has_digest:
       warnings.warn(f"checkpoint {self.directory / str(iteration)} has no digest (an older "
                     "tokenzero wrote it): loaded without the integrity check", stacklevel=2)
@@ -104,13 +112,22 @@ class Checkpointer:
       raise ValueError("the restored state does not match the digest saved with it")
     return state, dict(restored["config"])
 
+  def topology(self, iteration: int) -> dict[str, int] | None:
+    """The `distributed.Topology` that wrote a checkpoint, as a dict; None for one written
+    before topologies were recorded."""
+    if not (self.directory / str(iteration) / "topology").is_dir():
+      return None
+    restored = self._manager.restore(iteration, args=ocp.args.Composite(
+        topology=ocp.args.JsonRestore()))
+    return dict(restored["topology"])
+
   def restore_latest(self, template: TrainState):
     """Newest checkpoint that loads -> (state, config) or None when there is none."""
     for iteration in reversed(self.steps()):
       try:
         state, config = self.restore(iteration, template)
         leaves = jax.tree.leaves(state.params)
-        if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
+        if not all(np.all(np.isfinite(_host_value(x))) for x in leaves):
           raise ValueError("non-finite parameters")
         return state, config
       except Exception as err:  # noqa: BLE001 -- any failure means "do not trust this one".
@@ -120,6 +137,52 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _host_local(leaf) -> bool:
+  return not (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable)
+
+
+def _process_0s(state: TrainState) -> TrainState:
+  """On several processes, process 0's values of the leaves each process holds whole: orbax
+  writes a replicated array's parts from several processes, and the digest is process 0's, so
+  the processes must agree to the bit on what they save. One process: `state` as is."""
+  if jax.process_count() == 1:
+    return state
+  leaves, tree = jax.tree.flatten(state)
+  local = [i for i, leaf in enumerate(leaves) if _host_local(leaf)]
+  for i, value in zip(local, multihost_utils.broadcast_one_to_all([leaves[i] for i in local])):
+    leaves[i] = value
+  return jax.tree.unflatten(tree, leaves)
+
+
+def _global(state: TrainState, *, abstract: bool = False) -> TrainState:
+  """On several processes, the state as orbax saves it: global arrays only. A leaf each process
+  holds whole (host-local; the same on every process after `_process_0s`) becomes a global
+  array replicated over every device; a leaf that is global already stays as it is.
+  `abstract`: only the shardings matter (a restore's template). One process: `state` as is."""
+  if jax.process_count() == 1:
+    return state
+  replicated = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.array(jax.devices()), ("devices",)), jax.sharding.PartitionSpec())
+
+  def one(leaf):
+    if not _host_local(leaf):
+      return leaf
+    if abstract:
+      return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=replicated)
+    return jax.make_array_from_process_local_data(replicated, np.asarray(leaf))
+
+  return jax.tree.map(one, state)
+
+
+def _like(restored: jax.Array, template: jax.Array) -> jax.Array:
+  """A restored leaf placed as the template's is (host-local again where `_global` made it
+  global)."""
+  if (isinstance(template, jax.Array) and template.is_fully_addressable
+      and not restored.is_fully_addressable):
+    return jax.device_put(restored.addressable_data(0), template.sharding)
+  return restored
 
 
 def _drop_closed_loop_errors() -> None:
@@ -140,11 +203,31 @@ def _drop_closed_loop_errors() -> None:
   sys.unraisablehook = hook
 
 
+def _host_value(leaf) -> np.ndarray:
+  """A leaf's whole value in numpy. A global array that no process holds whole as one array
+  (params split by `mesh.model` on a mesh over several processes) is put together from this
+  process's shards when they cover it (each process holds a full copy across its own devices),
+  else gathered from every process (a collective: every process calls it at the same point)."""
+  if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable or leaf.is_fully_replicated:
+    return np.asarray(jax.device_get(leaf))
+  value = np.empty(leaf.shape, leaf.dtype)
+  covered = {}
+  for shard in leaf.addressable_shards:
+    key = tuple((s.start, s.stop) for s in shard.index)
+    if key not in covered:
+      covered[key] = np.asarray(shard.data)
+      value[shard.index] = covered[key]
+  if sum(part.size for part in covered.values()) == value.size:
+    return value
+  return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
 def state_digest(state: TrainState) -> str:
-  """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+  """SHA-256 over every leaf's dtype, shape and bytes, in tree order: the same for the same
+  values however they are split over devices and processes."""
   digest = hashlib.sha256()
   for leaf in jax.tree.leaves(state):
-    array = np.asarray(jax.device_get(leaf))
+    array = _host_value(leaf)
     digest.update(f"{array.dtype.str}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()

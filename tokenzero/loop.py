@@ -9,14 +9,16 @@ replays exactly what an uninterrupted one would have done.
 
 Batches are global and split over the run's device mesh (`tokenzero.mesh`, `setup.mesh`): the
 prompts and trajectories by rows, the train state in the mesh's parameter layout; the metrics
-are computed from the whole batch, gathered.
+are computed from the whole batch, gathered. On several processes (`tokenzero.distributed`) the
+mesh spans them all: each process draws and encodes only its own rows of the prompts, which
+become one global batch, and the learner's mean over it reduces across the processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,13 +33,15 @@ from tokenzero import compiles as compiles_lib
 from tokenzero import config as config_lib
 from tokenzero import curriculum as curriculum_lib
 from tokenzero import demos as demos_lib
-from tokenzero import diagnostics, evaluate, learner, plots, prompts, rewards, rundir, selfplay
+from tokenzero import diagnostics, distributed, evaluate, learner, plots, prompts, rewards, rundir
 from tokenzero import mesh as mesh_lib
 from tokenzero import replay as replay_lib
+from tokenzero import selfplay
 from tokenzero.config import ConfigError, RunConfig
 from tokenzero.progress import progress_bar
 from tokenzero.run import Setup, build, initial_params
 from tokenzero.stopping import Interrupted, NonfiniteStreak, StopFlag, TrainingError
+from tokenzero.stopping import agree_at_boundary
 
 
 def temperature_at(config: RunConfig, iteration: int) -> float:
@@ -84,17 +88,19 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   setup, config = loop.setup, loop.config
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), iteration)
   stream = loop.stream if size is None else loop.curriculum.levels[size].stream
-  texts = stream.draw(iteration, config.selfplay.batch_size)
+  process = (distributed.process_index(), distributed.process_count())
+  texts = stream.draw(iteration, config.selfplay.batch_size, process=process)
   batch = prompts.encode_batch(setup.tokenizer, texts, setup.task.prompt_len)
   mesh = setup.mesh
   t0 = time.monotonic()
   traj = selfplay.self_play(
-      state.params, *mesh.place_batch((batch.tokens, batch.lengths)), key,
+      state.params, *mesh.place_process_rows((batch.tokens, batch.lengths)), key,
       jnp.float32(temperature_at(config, iteration)), setup.allowed, config=config.model,
       search_config=config.search, selfplay_config=config.selfplay, reward_fn=setup.reward_fn,
       max_new_tokens=setup.max_new_tokens, eos_id=setup.tokenizer.eos_id, mesh=mesh)
   traj = jax.block_until_ready(traj)
-  rewards.raise_pending()
+  with distributed.fail_together("with a reward error"):  # before the next collective
+    rewards.raise_pending()
   t1 = time.monotonic()
   anchor = None
   if loop.anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
@@ -189,14 +195,17 @@ def train(run: RunConfig | Setup, out_dir: str | Path, *, resume: bool = False,
   """
   setup = run if isinstance(run, Setup) else build(run)
   out_dir = Path(out_dir)
-  with rundir.RunLock(out_dir):
+  with contextlib.ExitStack() as lock:
+    with distributed.fail_together(f"to start the run in {out_dir}"):
+      if distributed.is_writer():  # the run's one writer holds the lock; several processes
+        lock.enter_context(rundir.RunLock(out_dir))  # are still one run.
     return _train_locked(setup, out_dir, resume=resume, allow_config_change=allow_config_change,
                          progress=progress, log=log, saved_config=saved_config)
 
 
 def _start(setup: Setup, out_dir: Path, params: optax.Params, *, resume: bool,
            log: Callable[[str], None], checkpointer: ckpt_lib.Checkpointer,
-           optimizer: optax.GradientTransformation):
+           optimizer: optax.GradientTransformation, allow_config_change: bool = False):
   """The state to go on from (a fresh one from `params`, or the newest checkpoint's) and the
   metrics rows before it (a resumed run's)."""
   state = ckpt_lib.place(
@@ -214,6 +223,10 @@ def _start(setup: Setup, out_dir: Path, params: optax.Params, *, resume: bool,
     log(f"no checkpoint in {checkpointer.directory} yet: starting from iteration 0")
     return state, []
   state, _ = restored
+  iteration = int(state.iteration)
+  distributed.check_topology(checkpointer.topology(iteration), distributed.Topology.current(),
+                             allow_change=allow_config_change,
+                             where=f"checkpoint {checkpointer.directory / str(iteration)}")
   rows = rundir.read_metrics(out_dir / rundir.METRICS_FILE, int(state.iteration))
   log(f"resumed from iteration {int(state.iteration)} in {out_dir}")
   if not rows:
@@ -226,12 +239,15 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
                   saved_config) -> list[dict[str, Any]]:
   config = setup.config
   config_dict = config_lib.to_dict(config)
-  if resume:
-    saved = saved_config if saved_config is not None else rundir.read_config(out_dir)
-    rundir.check_resume(saved, config, allow_change=allow_config_change)
-  else:
-    rundir.check_fresh(out_dir)
-  rundir.write_config(out_dir, config_dict)
+  with distributed.fail_together(f"to start the run in {out_dir}"):
+    distributed.local_share(config.selfplay.batch_size, "selfplay.batch_size")
+    if distributed.is_writer():  # process 0 checks and writes the run's files.
+      if resume:
+        saved = saved_config if saved_config is not None else rundir.read_config(out_dir)
+        rundir.check_resume(saved, config, allow_change=allow_config_change)
+      else:
+        rundir.check_fresh(out_dir)
+      rundir.write_config(out_dir, config_dict)
   counter = compiles_lib.Counter()  # the first row written counts the set-up's compilations.
 
   optimizer = learner.make_optimizer(config.optim,
@@ -246,7 +262,8 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
     reference = (setup.mesh.place_params(jax.tree.map(jnp.copy, params))
                  if config.optim.kl_weight > 0 else None)
     state, rows = _start(setup, out_dir, params, resume=resume, log=log,
-                         checkpointer=checkpointer, optimizer=optimizer)
+                         checkpointer=checkpointer, optimizer=optimizer,
+                         allow_config_change=allow_config_change)
     eval_texts = prompts.eval_texts(setup.task, config.seed, config.eval.num_prompts,
                                     split=config.eval.split)
     curriculum = curriculum_lib.make(setup, eval_texts) if config.task.curriculum else None
@@ -257,7 +274,7 @@ def _train_locked(setup: Setup, out_dir: Path, *, resume, allow_config_change, p
                                                eval_texts=eval_texts),
                 anchor_demos=anchor_demos, reference=reference, curriculum=curriculum)
     return _loop(loop, state, rows, out_dir, checkpointer, config_dict, counter,
-                 progress=progress, log=log)
+                 progress=progress and distributed.is_writer(), log=log)
   finally:
     checkpointer.close()
 
@@ -279,18 +296,23 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
   started = time.monotonic()
   elapsed = lambda: round(elapsed_before + time.monotonic() - started, 3)
 
+  writer = distributed.is_writer()  # process 0 writes the files; every process keeps the rows.
+
   def append(row):
     row["compiles"] = counter.lap()
     rows.append(row)
-    rundir.append_metrics(metrics_path, row)
+    if writer:
+      rundir.append_metrics(metrics_path, row)
 
   curriculum = loop.curriculum
-  rundir.write_metrics(metrics_path, rows)  # drop rows past the checkpoint we resumed from.
+  if writer:
+    rundir.write_metrics(metrics_path, rows)  # drop rows past the checkpoint we resumed from.
   if int(state.iteration) == 0 and not rows:
-    row = {"iteration": 0, "elapsed_s": elapsed(), "selfplay_reward": None,
-           "loss_policy": None, "loss_value": None, **evaluate_now(loop, state.params)}
-    if curriculum is not None:
-      row.update(curriculum_lib.row(loop.setup, state.params, curriculum, curriculum.start))
+    with distributed.fail_together("with a reward error"):
+      row = {"iteration": 0, "elapsed_s": elapsed(), "selfplay_reward": None,
+             "loss_policy": None, "loss_value": None, **evaluate_now(loop, state.params)}
+      if curriculum is not None:
+        row.update(curriculum_lib.row(loop.setup, state.params, curriculum, curriculum.start))
     append(row)
     checkpointer.save(state, config_dict)
   elif curriculum is not None and not rows:
@@ -310,39 +332,41 @@ def _loop(loop: Loop, state: ckpt_lib.TrainState, rows: list[dict[str, Any]], ou
       state, metrics, row = run_iteration(loop, state, iteration, size=size)
       streak.update(metrics, first_step)
       if iteration % config.eval.every == 0 or iteration == config.iterations:
-        row.update(evaluate_now(loop, state.params))
-        row["reward_gap"] = diagnostics.reward_gap(row)
-        if size is not None:
-          row.update(curriculum_lib.row(loop.setup, state.params, curriculum, size))
+        with distributed.fail_together("with a reward error"):
+          row.update(evaluate_now(loop, state.params))
+          row["reward_gap"] = diagnostics.reward_gap(row)
+          if size is not None:
+            row.update(curriculum_lib.row(loop.setup, state.params, curriculum, size))
       row["elapsed_s"] = elapsed()
       append(row)
       bar.update(bar_task, completed=iteration, status=(
           f"selfplay {row['selfplay_reward']:.3f} greedy success "
           f"{row.get('eval_greedy_success', float('nan')):.3f}"))
-      if streak.length >= config.optim.max_nonfinite_updates:
+      # Every process decides the same (one all-gather): no process waits for another below.
+      boundary = agree_at_boundary(stop, streak, out_of_time=time.monotonic() >= deadline,
+                                   max_nonfinite=config.optim.max_nonfinite_updates,
+                                   minutes=config.minutes)
+      if boundary.failure:
         raise TrainingError(
-            f"stopping at iteration {iteration}: {streak.length} consecutive optimizer "
-            f"updates were skipped (optim.max_nonfinite_updates="
-            f"{config.optim.max_nonfinite_updates}), the first at {streak.start}; the last good "
+            f"stopping at iteration {iteration}: {boundary.failure}; the last good "
             f"checkpoint, iteration {saved_iteration}, is in {checkpointer.directory}")
       last = iteration == config.iterations
-      if stop.signal_name:
-        stop_reason = f"received {stop.signal_name}"
-      elif time.monotonic() >= deadline:
-        stop_reason = f"reached the {config.minutes:g}-minute budget"
+      stop_reason = boundary.stop_reason
       # Never checkpoint params from a streak of skipped updates: they may be what fails.
-      if not streak.length and (last or stop_reason or iteration % config.checkpoint_every == 0):
+      if not boundary.skipping and (last or stop_reason
+                                    or iteration % config.checkpoint_every == 0):
         checkpointer.save(state, config_dict)
         saved_iteration = iteration
       if stop_reason:
         break
-  plots.learning_curve(rows, out_dir / "learning_curve.png", title=f"{loop.setup.task.name}")
+  if writer:
+    plots.learning_curve(rows, out_dir / "learning_curve.png", title=f"{loop.setup.task.name}")
   if stop_reason:
     message = (f"stopped after iteration {int(state.iteration)} ({stop_reason}); the newest "
                f"checkpoint is iteration {saved_iteration}. Resume with: tokenzero train "
                f"--out {out_dir} --resume")
-    if stop.signal_name:
-      raise Interrupted(message, signum=signal.Signals[stop.signal_name].value)
+    if boundary.signum:
+      raise Interrupted(message, signum=boundary.signum)
     log(message)
   elif saved_iteration != int(state.iteration):
     log(f"the last updates were skipped as non-finite: the newest checkpoint is iteration "

@@ -110,13 +110,36 @@ class DeviceMesh:
     return jax.tree.map(lambda x: NamedSharding(self.mesh, self.param_spec(np.shape(x))), tree)
 
   def _put(self, tree, shardings):
-    return tree if self.single else jax.device_put(tree, shardings)
+    if self.single:
+      return tree
+    if jax.process_count() > 1:
+      # device_put of a process-local jax.Array onto several processes' devices builds a
+      # malformed array in JAX 0.10 (orbax then fails on its shards); numpy, the same value on
+      # every process, goes in whole. A global array is only resharded.
+      tree = jax.tree.map(
+          lambda x: np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable
+          else x, tree)
+    return jax.device_put(tree, shardings)
 
   def place_params(self, tree):
     return self._put(tree, self.param_shardings(tree))
 
   def place_batch(self, tree):
     return self._put(tree, jax.tree.map(lambda _: self.batch, tree))
+
+  def place_process_rows(self, tree):
+    """Each process's own rows (`[B / processes, ...]` leaves, process p's being rows p * B /
+    processes onwards) -> global `[B, ...]` arrays split by rows; one process: `place_batch`.
+    `make` lays the mesh out so that a process's devices hold exactly its own rows."""
+    if jax.process_count() == 1:
+      return self.place_batch(tree)
+
+    def one(x):
+      x = np.asarray(x)
+      shape = (x.shape[0] * jax.process_count(), *x.shape[1:])
+      return jax.make_array_from_process_local_data(self.batch, x, shape)
+
+    return jax.tree.map(one, tree)
 
   def place_replicated(self, tree):
     return self._put(tree, jax.tree.map(lambda _: self.replicated, tree))
@@ -139,14 +162,34 @@ class DeviceMesh:
 
 
 def make(config: RunConfig, devices: Sequence[jax.Device] | None = None) -> DeviceMesh:
-  """The run's mesh over the first data x model devices; raises ConfigError (see `mesh_shape`)."""
+  """The run's mesh over the first data x model devices; raises ConfigError (see `mesh_shape`).
+  `devices`: default every process's (`jax.devices()`); a process's own `jax.local_devices()`
+  give a mesh it computes on alone (reading a finished run)."""
+  spans = devices is None and jax.process_count() > 1
   devices = list(jax.devices() if devices is None else devices)
   data, model = mesh_shape(config, len(devices))
-  if jax.process_count() > 1 and data * model != len(devices):
+  if spans and data * model != len(devices):
     raise ConfigError(f"mesh.data={data} x mesh.model={model} must use all {len(devices)} "
                       f"devices of a {jax.process_count()}-process run")
   grid = np.array(devices[:data * model], dtype=object).reshape(data, model)
+  if spans:
+    _check_process_rows(grid, model)
   return DeviceMesh(Mesh(grid, AXES))
+
+
+def _check_process_rows(grid: np.ndarray, model: int) -> None:
+  """Each process plays its own rows of a batch (`place_process_rows`): its devices must be
+  whole rows of the [data, model] grid, in process order, so a parameter split by
+  `mesh.model` never spans two processes."""
+  count = jax.process_count()
+  owner = np.vectorize(lambda d: d.process_index)(grid)
+  expected = np.repeat(np.arange(count), grid.shape[0] // count)[:, None]
+  if grid.shape[0] % count or not (owner == expected).all():
+    local = len(jax.local_devices())
+    raise ConfigError(f"mesh.model={model} splits parameters across processes: each of the "
+                      f"{count} processes plays its own rows of the batch on its own "
+                      f"{local} devices, so mesh.model must divide {local} "
+                      f"({', '.join(map(str, _divisors(local)))})")
 
 
 def pad_rows(tree, rows: int):

@@ -56,8 +56,9 @@ def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], prompt_len: int) ->
 class PromptStream:
   """Training prompts from `sample_fn`, never one for which `held_out(prompt)` is true.
 
-  Each call draws from a generator keyed by (seed, call index), so a resumed run that starts
-  at iteration i sees the same prompts as a run that never stopped.
+  Each call draws from a generator keyed by (seed, call index), and by the process index on
+  several processes, so a resumed run that starts at iteration i sees the same prompts as a run
+  that never stopped.
   """
 
   def __init__(self, sample_fn, seed: int, *, held_out: Callable[[str], bool]):
@@ -70,8 +71,12 @@ class PromptStream:
     """What this stream never draws."""
     return self._held_out
 
-  def draw(self, index: int, n: int) -> list[str]:
-    rng = np.random.default_rng([self._seed, 1, index])
+  def draw(self, index: int, n: int, *, process: tuple[int, int] = (0, 1)) -> list[str]:
+    """Call `index`'s `n` prompts; `process=(i, count)` of a run on `count` processes: process
+    `i`'s share of them, `n / count` from a stream of its own (one process keeps the stream a
+    single-process run always had)."""
+    rng = np.random.default_rng(process_key([self._seed, 1, index], process))
+    n = _share(n, process)
     out: list[str] = []
     for _ in range(20):  # rejection sampling; tiny prompt spaces may not be able to avoid all.
       out.extend(p for p in self._sample(rng, n) if not self._held_out(p))
@@ -79,6 +84,21 @@ class PromptStream:
         return out[:n]
     raise ValueError("could not draw training prompts disjoint from the evaluation prompts: "
                      "the task's prompt space is too small for this many held-out prompts")
+
+
+def process_key(key: list[int], process: tuple[int, int]) -> list[int]:
+  """A stream's seed key, made process `process[0]`'s own when there are several. The count
+  goes in too: numpy's seeds ignore trailing zeros, and process 0's stream must not be a
+  single-process run's."""
+  index, count = process
+  return key if count == 1 else [*key, count, index]
+
+
+def _share(n: int, process: tuple[int, int]) -> int:
+  count = process[1]
+  if n % count:
+    raise ValueError(f"a batch of {n} prompts does not divide over {count} processes")
+  return n // count
 
 
 def eval_texts(task, seed: int, num_prompts: int, *, split: str) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +47,10 @@ class Setup:
     return self.task.tokenizer
 
 
-def build(config: RunConfig, task: Task | None = None) -> Setup:
-  """Resolves derived values and checks the config against the task; raises ConfigError."""
+def build(config: RunConfig, task: Task | None = None, *,
+          devices: Sequence[jax.Device] | None = None) -> Setup:
+  """Resolves derived values and checks the config against the task; raises ConfigError.
+  `devices`: what the mesh is laid over (default every process's, see `mesh.make`)."""
   if config.init_from:
     config = _from_pretrained(config)
   task = task or make_task(config.task.name, config.task.params)
@@ -60,7 +62,7 @@ def build(config: RunConfig, task: Task | None = None) -> Setup:
       padded_vocab_ok=bool(config.init_from))
   allowed = jnp.asarray(answer_mask(task.tokenizer, config.model.vocab_size))
   return Setup(config, task, max_new_tokens, task_token_reward(task), allowed,
-               mesh_lib.make(config))
+               mesh_lib.make(config, devices))
 
 
 def _from_pretrained(config: RunConfig) -> RunConfig:
@@ -115,7 +117,9 @@ def load_run(run_dir: str | Path, iteration: int | None = None) -> tuple[Setup, 
   config = config_lib.from_dict(RunConfig, rundir.read_config(run_dir))
   # Reading a finished run (eval, decode) computes on one device, whatever mesh trained it: a
   # checkpoint restores onto any mesh, and its training batch need not divide over this one.
-  setup = build(dataclasses.replace(config, mesh=MeshConfig(data=1)))
+  # On several processes each reads it on its own first device (process 0 writes the results).
+  setup = build(dataclasses.replace(config, mesh=MeshConfig(data=1)),
+                devices=jax.local_devices())
   params = model_lib.init_params(setup.config.model, jax.random.key(0))
   template = ckpt_lib.TrainState.create(params, learner.make_optimizer(setup.config.optim, 1),
                                         jax.random.key(0),

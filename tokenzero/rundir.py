@@ -23,8 +23,10 @@ from tokenzero.config import ConfigError, RunConfig
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
-# Keys that may change when a run is resumed: they say how long to go on, or on which devices
-# (a checkpoint restores onto any mesh), not what to train.
+# Keys that may change when a run is resumed: they say how long to go on, or how to split the
+# devices (a checkpoint restores onto any mesh), not what to train. The devices themselves (how
+# many, on how many processes) are the checkpoint's topology, checked apart on resume
+# (`distributed.check_topology`): a different split of the same devices is a resume.
 RESUMABLE_KEYS = ("iterations", "minutes", "mesh")
 
 

@@ -1,15 +1,19 @@
 """Reasons a training run stops early: a signal, a streak of non-finite updates, a failure.
 
-The loop asks at each iteration boundary; checkpoints are never lost to any of them.
+The loop asks at each iteration boundary, and on several processes every process asks every
+other (`agree_at_boundary`): one process's reason stops them all at the same boundary.
+Checkpoints are never lost to any of them.
 """
 
 from __future__ import annotations
 
 import math
 import signal
+from typing import NamedTuple
 
 import numpy as np
 
+from tokenzero import distributed
 from tokenzero.learner import TrainMetrics
 
 
@@ -66,6 +70,44 @@ class StopFlag:
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+class Boundary(NamedTuple):
+  """What every process of a run does at an iteration boundary: the same on each."""
+  failure: str | None  # a streak of skipped updates reached the limit: the run fails
+  stop_reason: str | None  # stop after this iteration's checkpoint, and why
+  signum: int  # the signal behind `stop_reason`, 0 for none
+  skipping: bool  # some process's last update was skipped: checkpoint nothing
+
+
+def agree_at_boundary(stop: StopFlag, streak: NonfiniteStreak, *, out_of_time: bool,
+                      max_nonfinite: int, minutes: float) -> Boundary:
+  """This process's reasons to stop, and every other process's (one all-gather on several
+  processes): a reason anywhere is a reason everywhere, and a message names the process it came
+  from when it is another one."""
+  signum = signal.Signals[stop.signal_name].value if stop.signal_name else 0
+  failed = streak.length >= max_nonfinite
+  votes = distributed.gather([failed, streak.length > 0, signum, out_of_time])  # [processes, 4]
+  failure = None
+  if failed:
+    failure = (f"{streak.length} consecutive optimizer updates were skipped "
+               f"(optim.max_nonfinite_updates={max_nonfinite}), the first at {streak.start}")
+  elif votes[:, 0].any():
+    failure = (f"process {_first(votes[:, 0])}'s last {max_nonfinite} optimizer updates were "
+               "skipped (optim.max_nonfinite_updates); its output says which")
+  agreed_signum = int(votes[:, 2].max())
+  stop_reason = None
+  if agreed_signum:
+    name = signal.Signals(agreed_signum).name
+    stop_reason = (f"received {name}" if signum == agreed_signum
+                   else f"process {_first(votes[:, 2] == agreed_signum)} received {name}")
+  elif votes[:, 3].any():
+    stop_reason = f"reached the {minutes:g}-minute budget"
+  return Boundary(failure, stop_reason, agreed_signum, bool(votes[:, 1].any()))
+
+
+def _first(flags: np.ndarray) -> int:
+  return int(np.flatnonzero(flags)[0])
 
 
 def _describe_nonfinite(metrics: TrainMetrics, index: int, step: int) -> str:

@@ -50,11 +50,15 @@ def _train_flags(args) -> dict[str, Any]:
 
 def cmd_train(args) -> int:
   from tokenzero import config as config_lib
-  from tokenzero import rundir
+  from tokenzero import distributed, rundir
   from tokenzero import run as run_lib
   from tokenzero import loop as train_lib
   from tokenzero.tasks import check_task_reward
   config_path, overrides = _split_train_extras(args.extras)
+  joined = distributed.initialize()  # before anything touches a device.
+  if joined is not None and args.out is None:
+    raise UsageError(f"a run on {distributed.process_count()} processes needs --out DIR, one "
+                     "directory that every process sees (each would make its own otherwise)")
   saved = None
   if args.resume:
     if args.out is None:
@@ -77,7 +81,7 @@ def cmd_train(args) -> int:
                            allow_config_change=args.allow_config_change,
                            progress=not args.no_progress, saved_config=saved,
                            log=lambda line: print(line, flush=True))
-  except train_lib.TrainingError as err:
+  except (train_lib.TrainingError, distributed.StoppedElsewhere) as err:
     print(f"tokenzero: training stopped: {err}", file=sys.stderr)
     return 1
   except train_lib.Interrupted as err:
@@ -120,18 +124,21 @@ def cmd_check_reward(args) -> int:
 
 
 def cmd_eval(args) -> int:
-  from tokenzero import harness, plots, report
+  from tokenzero import distributed, harness, plots, report
   from tokenzero.methods import parse_budgets, parse_methods
   try:
     methods, budgets = parse_methods(args.methods), parse_budgets(args.budgets)
   except ValueError as err:
     raise UsageError(str(err)) from None
+  distributed.initialize()  # before anything touches a device.
   run_dir = Path(args.run_dir)
   rows, meta = harness.evaluate_run(run_dir, methods=methods, budgets=budgets,
                                     num_prompts=args.num_prompts, iteration=args.iteration,
                                     batch_size=args.batch_size, seed=args.seed,
                                     search_noise=args.search_noise,
                                     progress=not args.no_progress)
+  if not distributed.is_writer():  # every process evaluated; process 0 reports.
+    return 0
   json_path = Path(args.json or run_dir / "eval.json")
   plot_path = Path(args.plot or run_dir / "eval.png")
   report.save_json(json_path, rows, meta)
