@@ -1,6 +1,8 @@
 """Beam search against brute force and a textbook beam search over the full forward, and what
 it costs when prompts finish early."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -77,3 +79,28 @@ def test_beam_bills_a_prompt_until_its_answer_stops_changing(decoder_model, widt
   assert min(steps) < T  # some prompt did finish early
   never = run(decoder_model, decoders.Beam(width, early_stopping="never"), allowed=allowed)
   np.testing.assert_array_equal(never.forward_tokens, width * T)
+
+
+def test_each_beams_best_2c_rank_as_the_whole_vocabulary():
+  """The C x 2C candidates give the very (score, beam, token) of the C x V ranking, ties and
+  forbidden tokens included, over a vocabulary of many blocks."""
+  batch, width, vocab = 3, 4, 3000
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((batch * width, vocab)).astype(np.float32)
+  logits[:width] = np.round(logits[:width])  # prompt 0: ties everywhere
+  logits[width:2 * width, ::7] = 9.0  # prompt 1: tied leaders spread over the blocks
+  allowed = rng.random(vocab) < 0.9
+  running = np.array([[0.0, -1e9, -1e9, -1e9], [-1.0, -1.0, -2.0, -1.0], [-3.0, -1.0, -2.0, -0.5]],
+                     np.float32)
+  args = (jnp.asarray(logits), jnp.asarray(allowed), jnp.asarray(running))
+  fast = jax.jit(decoders.Beam(width)._continuations)(*args)
+  full = jax.jit(decoders.Beam(width, full_vocab=True)._continuations)(*args)
+  for got, want in zip(fast, full):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_beam_decodes_as_the_full_vocabulary_reference(decoder_model):
+  fast = run(decoder_model, decoders.Beam(3))  # the textbook test's program (same shapes)
+  full = run(decoder_model, decoders.Beam(3, full_vocab=True))
+  for got, want in zip(fast, full):
+    np.testing.assert_array_equal(got, want)

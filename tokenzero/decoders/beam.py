@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
+from tokenzero import vocab_ops
 from tokenzero.decoders.base import Decoded, merge_top, repeat_rows, take_rows, write_step
 from tokenzero.episode import Episode
 
@@ -41,10 +42,16 @@ class Beam:
   running beam can beat its worst finished one, judged at the current length), True (stop at C
   finished) or "never" (judged at the longest length when length_penalty > 0). Costs C forward
   tokens per step while a prompt's answer can still change, and nothing after.
+
+  A step's 2C best continuations come from each beam's 2C best tokens (a beam can place no more
+  than 2C in the top 2C), so it ranks C x 2C candidates, not C x V, and finds each beam's 2C
+  with `vocab_ops.top_k`. `full_vocab=True` ranks all C x V log-probabilities instead:
+  the same result, slower; kept as the reference.
   """
   width: int
   length_penalty: float = 1.0
   early_stopping: bool | str = False
+  full_vocab: bool = False
 
   @property
   def forward_tokens_per_token(self) -> int:
@@ -75,12 +82,8 @@ class Beam:
     def body(beams: _Beams, t):
       full = jnp.all(beams.is_finished, axis=1)
       can_change = beams.improvable & ~(full & (self.early_stopping is True))
-      # As in transformers: the model's log-probabilities, then forbidden tokens ruled out
-      # (not renormalised over the allowed ones).
-      logprobs = episode_lib.mask_logits(jax.nn.log_softmax(beams.episode.logits), allowed)
-      total = logprobs.reshape(batch, width, vocab) + beams.running_score[:, :, None]
-      top_score, top_index = jax.lax.top_k(total.reshape(batch, width * vocab), 2 * width)
-      parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)  # [B, 2C]
+      top_score, parent, token = self._continuations(beams.episode.logits, allowed,
+                                                     beams.running_score)
       seqs = write_step(jnp.take_along_axis(beams.running, parent[..., None], 1), token, t)
       ends = (token == eos_id) | (t + 1 >= budget)
 
@@ -115,3 +118,31 @@ class Beam:
     beams, _ = jax.lax.scan(body, beams, jnp.arange(budget))
     return Decoded(beams.finished[:, 0], beams.finished_len[:, 0], beams.finished_score[:, 0],
                    beams.forward_tokens, jnp.zeros((batch,), jnp.int32))
+
+  def _continuations(self, logits, allowed, running_score):
+    """The 2C best (beam, token) continuations of every prompt by summed log-probability:
+    logits [B*C, V], running_score [B, C] -> (score, parent beam, token), each [B, 2C], best
+    first, ties to the lower (beam, token)."""
+    batch, width = running_score.shape
+    vocab = logits.shape[-1]
+    # As in transformers: the model's log-probabilities, then forbidden tokens ruled out
+    # (not renormalised over the allowed ones).
+    if self.full_vocab:
+      logprobs = episode_lib.mask_logits(jax.nn.log_softmax(logits), allowed)
+      total = logprobs.reshape(batch, width, vocab) + running_score[:, :, None]
+      top_score, top_index = jax.lax.top_k(total.reshape(batch, width * vocab), 2 * width)
+      return top_score, top_index // vocab, (top_index % vocab).astype(jnp.int32)
+    # jax.nn.log_softmax's floats, (x - max) - log(sum(exp(x - max))), plus the beam's score:
+    # the very numbers the full ranking ranks. A beam's 2C best of them, then the 2C best of
+    # the C x 2C in (beam, rank) order: ties still go to the lower (beam, token).
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    shifted = logits - top
+    normaliser = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))  # [B*C, 1]
+    logprobs = episode_lib.mask_logits(shifted - normaliser, allowed)
+    per_beam = min(2 * width, vocab)
+    best, best_token = vocab_ops.top_k(logprobs + running_score.reshape(-1, 1), per_beam)
+    total = best.reshape(batch, width * per_beam)
+    top_score, top_index = jax.lax.top_k(total, 2 * width)
+    parent = top_index // per_beam
+    token = jnp.take_along_axis(best_token.reshape(batch, width * per_beam), top_index, axis=1)
+    return top_score, parent, token.astype(jnp.int32)

@@ -3,7 +3,8 @@
 A *sampler* is a tiny frozen dataclass with one method, `get_next_tokens(logits [B, V], rng) ->
 [B]` (`Greedy`; `Sample` with temperature, top-k and top-p). `generate` runs one in a jitted
 `lax.scan` over the answer budget. Samplers are decoders too: one sampled answer per prompt,
-one forward token per generated token.
+one forward token per generated token. The vocabulary-wide work (the draw, top-k, the argmax,
+a token's log-probability) is `tokenzero.vocab_ops`: exact, and cheap at V ~ 50k.
 Dimension letters: B batch, P prompt slots, T answer budget, V vocab.
 """
 
@@ -17,30 +18,34 @@ import jax
 import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
+from tokenzero import vocab_ops
 from tokenzero.config import ModelConfig
 from tokenzero.decoders.base import Decoded
 from tokenzero.episode import Episode
 
 
-def _ranks(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Descending order [B, V] of the logits and each token's rank in it [B, V] (0 = likeliest)."""
-  order = jnp.argsort(-logits, axis=-1, stable=True)
-  return order, jnp.argsort(order, axis=-1)
+def _scatter_rows(index: jax.Array, values: jax.Array, vocab: int) -> jax.Array:
+  """out[b, index[b, j]] = values[b, j] -> [B, V] (False elsewhere); index, values [B, K]."""
+  rows = jnp.arange(index.shape[0])[:, None]
+  return jnp.zeros((index.shape[0], vocab), values.dtype).at[rows, index].set(values)
 
 
 def top_k_logits(logits: jax.Array, k: int) -> jax.Array:
   """Keeps exactly the `k` likeliest tokens of `logits` [B, V] (ties go to the lower id)."""
-  _, rank = _ranks(logits)
-  return jnp.where(rank < k, logits, -jnp.inf)
+  if k >= logits.shape[-1]:
+    return logits
+  _, index = vocab_ops.top_k(logits, k)
+  keep = _scatter_rows(index, jnp.ones(index.shape, bool), logits.shape[-1])
+  return jnp.where(keep, logits, -jnp.inf)
 
 
 def top_p_logits(logits: jax.Array, top_p: float) -> jax.Array:
   """Keeps the nucleus: the smallest set of likeliest tokens whose probability is >= `top_p`."""
-  order, rank = _ranks(logits)
+  order = jnp.argsort(-logits, axis=-1, stable=True)  # ties: the lower id first
   probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
   # Mass strictly before each token: a token is kept while the set before it is still short.
   mass_before = jnp.cumsum(probs, axis=-1) - probs
-  keep = jnp.take_along_axis(mass_before < top_p, rank, axis=-1)
+  keep = _scatter_rows(order, mass_before < top_p, logits.shape[-1])
   return jnp.where(keep, logits, -jnp.inf)
 
 
@@ -58,7 +63,7 @@ def rollout(params, config: ModelConfig, state: Episode, rng, allowed, sampler,
     state, spent = carry
     logits = episode_lib.mask_logits(state.logits, allowed)
     token = sampler.get_next_tokens(logits, step_key).astype(jnp.int32)
-    logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=1)[:, 0]
+    logprob = vocab_ops.log_prob(logits, token)
     live = ~state.done
     value = state.value
     # The step's forward runs for every row; a finished row's result is dropped, unbilled.
@@ -92,26 +97,40 @@ class _SamplerDecoder:
 class Greedy(_SamplerDecoder):
   def get_next_tokens(self, logits, rng):
     del rng
-    return jnp.argmax(logits, axis=-1)
+    return vocab_ops.argmax(logits)
+
+
+DRAWS = ("inverse_cdf", "gumbel")
 
 
 @dataclasses.dataclass(frozen=True)
 class Sample(_SamplerDecoder):
   """Ancestral sampling: temperature (0 means greedy), then top-k (0: off), then top-p (1: off),
-  in that order, as in transformers."""
+  in that order, as in transformers.
+
+  `draw` says how a token is drawn from what is left: "inverse_cdf" (`vocab_ops.categorical`,
+  two uniforms a row) or "gumbel" (`jax.random.categorical`, V Gumbels a row: the reference,
+  several times slower at V ~ 50k). Same distribution, different random streams.
+  """
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
+  draw: str = "inverse_cdf"
 
   def get_next_tokens(self, logits, rng):
+    if self.draw not in DRAWS:
+      raise ValueError(f"Sample.draw must be one of {DRAWS}, got {self.draw!r}")
     if self.temperature <= 0:
-      return jnp.argmax(logits, axis=-1)
-    logits = logits / self.temperature
+      return vocab_ops.argmax(logits)
+    if self.temperature != 1.0:  # left alone at 1, so the draw shares the log-prob's exp pass
+      logits = logits / self.temperature
     if self.top_k > 0:
       logits = top_k_logits(logits, self.top_k)
     if self.top_p < 1.0:
       logits = top_p_logits(logits, self.top_p)
-    return jax.random.categorical(rng, logits, axis=-1)
+    if self.draw == "gumbel":
+      return jax.random.categorical(rng, logits, axis=-1)
+    return vocab_ops.categorical(rng, logits)
 
 
 class Generation(NamedTuple):

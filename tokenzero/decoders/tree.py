@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from tokenzero import episode as episode_lib
 from tokenzero import search as search_lib
 from tokenzero import tree_reuse
+from tokenzero import vocab_ops
 from tokenzero.config import SearchConfig
 from tokenzero.decoders.base import Decoded, need_reward, pick
 
@@ -96,7 +97,7 @@ class TreeSearch:
         token = pick(out.candidates, slot)
       else:
         # prior, ids [B, K]: the candidates the search would choose among.
-        prior, ids = jax.lax.top_k(episode_lib.mask_logits(state.logits, allowed), num_actions)
+        prior, ids = vocab_ops.top_k(episode_lib.mask_logits(state.logits, allowed), num_actions)
         if self.search.algorithm == "gumbel":
           prior = prior + self.search.gumbel_scale * jax.random.gumbel(step_key, prior.shape)
         token, value = pick(ids, jnp.argmax(prior, axis=1)), state.value

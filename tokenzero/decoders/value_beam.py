@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from tokenzero import episode as episode_lib
 from tokenzero import model as model_lib
+from tokenzero import vocab_ops
 from tokenzero.decoders.base import Decoded, merge_top, repeat_rows, take_rows, write_step
 from tokenzero.episode import Episode
 
@@ -57,7 +58,7 @@ class ValueBeam:
 
     def body(beams: _ValueBeams, t):
       episode = beams.episode
-      prior, token = jax.lax.top_k(episode_lib.mask_logits(episode.logits, allowed), expand)
+      prior, token = vocab_ops.top_k(episode_lib.mask_logits(episode.logits, allowed), expand)
       token = token.astype(jnp.int32)  # [B*C, G]
       # Each child sees its row's cache and itself, never its siblings.
       out, (k, v) = model_lib.extend_siblings(
