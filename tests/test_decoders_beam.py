@@ -98,9 +98,3 @@ def test_each_beams_best_2c_rank_as_the_whole_vocabulary():
   for got, want in zip(fast, full):
     np.testing.assert_array_equal(got, want)
 
-
-def test_beam_decodes_as_the_full_vocabulary_reference(decoder_model):
-  fast = run(decoder_model, decoders.Beam(3))  # the textbook test's program (same shapes)
-  full = run(decoder_model, decoders.Beam(3, full_vocab=True))
-  for got, want in zip(fast, full):
-    np.testing.assert_array_equal(got, want)
