@@ -72,3 +72,8 @@ def hf_checkpoint(request, tmp_path_factory):
 def decoder_model():
   """(params, config) of the decoder tests: see decoders_reference.py."""
   return decoders_reference.make_model()
+
+
+# Tests too slow for the suite's 15 minutes on 2 cores, run on demand: TOKENZERO_SLOW_TESTS=1.
+slow = pytest.mark.skipif(not os.environ.get("TOKENZERO_SLOW_TESTS"),
+                          reason="slow; run with TOKENZERO_SLOW_TESTS=1")

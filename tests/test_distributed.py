@@ -26,6 +26,8 @@ from tokenzero.config import ConfigError, MeshConfig, RunConfig
 from tokenzero.stopping import NonfiniteStreak, StopFlag, agree_at_boundary
 from tokenzero.tasks import make_task
 
+from conftest import slow
+
 ALL_THREE = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4",
              "JAX_PROCESS_ID": "3"}
 SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2",
@@ -150,6 +152,7 @@ def test_the_boundary_on_one_process_is_its_own_decision(signal_name, out_of_tim
   assert failed.skipping and failed.failure.startswith("3 consecutive optimizer updates")
 
 
+@slow  # ~10 s of two processes importing jax; benchmarks/two_process.py runs the whole loop
 def test_two_processes_agree_gather_and_save_process_0s_checkpoint(tmp_path):
   with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0))

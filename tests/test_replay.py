@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from tokenzero import prompts, replay, selfplay
+
+from conftest import slow
 from tokenzero.config import SearchConfig, SelfPlayConfig
 from tokenzero.tokenizer import answer_mask
 
@@ -79,6 +81,7 @@ def test_reanalyze_with_new_params_changes_the_targets_not_the_answers(
 
 
 
+@slow  # a training run of its own (~30 s of compiling)
 def test_a_run_with_replay_keeps_its_buffer_in_the_checkpoint(tmp_path):
   from test_loop import TINY  # its programs, from the shared compilation cache
 
