@@ -35,6 +35,19 @@ VARIANTS = {
     "lambda0.5": ["selfplay.value_target=lambda", "selfplay.td_lambda=0.5"],
     "cut_explored": ["selfplay.cut_explored=true"],
     "visits": ["selfplay.policy_target=visits"],
+    # Replay (issue 12, item 2): each iteration's learner batch is the 256 fresh answers plus 256
+    # drawn from the last 8 iterations' (2048 rows); reanalyze refreshes the drawn rows' targets
+    # with the current network's search (counted in the forward tokens).
+    "replay": ["replay.capacity=2048", "replay.sample_old=256"],
+    "reanalyze": ["replay.capacity=2048", "replay.sample_old=256", "replay.reanalyze=true"],
+    # Expert iteration beside the search-policy target: + the next-token loss on the best answer
+    # each row's searches verified, where it is exact (optim.found_min_reward=1).
+    "found": ["optim.found_weight=1.0"],
+    "found_replay": ["optim.found_weight=1.0", "replay.capacity=2048", "replay.sample_old=256"],
+    # ... on every row: the best answer its searches verified, exact or not (best-of-search).
+    "found_all": ["optim.found_weight=1.0", "optim.found_min_reward=0"],
+    "found_all_replay": ["optim.found_weight=1.0", "optim.found_min_reward=0",
+                         "replay.capacity=2048", "replay.sample_old=256"],
 }
 CURVE_KEYS = ("iteration", "elapsed_s", "eval_greedy_success", "eval_greedy_reward",
               "selfplay_reward", "value_error", "return_std")
@@ -43,11 +56,20 @@ CURVE_KEYS = ("iteration", "elapsed_s", "eval_greedy_success", "eval_greedy_rewa
 def run_one(task: str, variant: str, args) -> dict:
   overrides = [f"iterations={args.iterations}", f"seed={args.seed}",
                f"eval.every={args.eval_every}"] + VARIANTS[variant] + args.set
-  run_dir = args.out / task / f"{variant}-seed{args.seed}" / "run"
+  return train_and_summarize(task, overrides, args.out / task / f"{variant}-seed{args.seed}")
+
+
+def train_and_summarize(task: str, overrides: list[str], out: Path) -> dict:
+  """Trains (or resumes) `<out>/run` and sums it up: the evaluations as a curve, with the
+  self-play (and reanalyze) forward tokens the run had spent by each, counted by the search."""
+  run_dir = out / "run"
   rows = train_lib.train(task_config(task, overrides), run_dir, progress=False,
                          resume=(run_dir / "config.json").exists(), log=lambda s: None)
-  curve = [{k: r.get(k) for k in CURVE_KEYS} for r in rows
-           if r.get("eval_greedy_success") is not None]
+  spent, curve = 0, []
+  for r in rows:
+    spent += (r.get("selfplay_forward_tokens") or 0) + (r.get("reanalyze_forward_tokens") or 0)
+    if r.get("eval_greedy_success") is not None:
+      curve.append({**{k: r.get(k) for k in CURVE_KEYS}, "forward_tokens": spent})
   tail = [r for r in rows[-10:] if r.get("value_error") is not None]
   return {"overrides": overrides, "iterations": rows[-1]["iteration"],
           "elapsed_s": rows[-1]["elapsed_s"],
@@ -65,7 +87,7 @@ def run_one(task: str, variant: str, args) -> dict:
 
 
 def plot(results: dict, task: str, path: Path) -> None:
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
   for key, result in results.items():
     name, seed = key.split("/")[1:]
     if not key.startswith(task + "/"):
@@ -76,13 +98,18 @@ def plot(results: dict, task: str, path: Path) -> None:
     axes[1].plot(its, [r["eval_greedy_reward"] for r in curve], label=f"{name} {seed}")
     axes[2].plot([r["elapsed_s"] for r in curve], [r["eval_greedy_reward"] for r in curve],
                  label=f"{name} {seed}")
+    if curve[-1].get("forward_tokens"):  # runs recorded before the count have none
+      axes[3].plot([r["forward_tokens"] for r in curve],
+                   [r["eval_greedy_reward"] for r in curve], label=f"{name} {seed}")
   for ax, (x, y) in zip(axes, [("iteration", "held-out greedy exact match"),
                                ("iteration", "held-out greedy reward"),
-                               ("seconds (shared cores)", "held-out greedy reward")]):
+                               ("seconds", "held-out greedy reward"),
+                               ("self-play + reanalyze forward tokens (counted)",
+                                "held-out greedy reward")]):
     ax.set_xlabel(x)
     ax.set_ylabel(y)
   axes[0].legend(fontsize=7)
-  fig.suptitle(f"{task}: value and policy targets")
+  fig.suptitle(f"{task}: value and policy targets, replay and reanalyze")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -46,3 +46,28 @@ def test_kl_to_reference_holds_the_policy_near_the_initial_network(
   # Distilling the search policy moves away from the prior; the penalty holds it closer.
   assert final_kl[0.0] > 0.05
   assert final_kl[5.0] < 0.5 * final_kl[0.0]
+
+
+def test_found_answers_are_verified_and_no_worse_than_the_played_ones(trajectory, sort_task):
+  tok, t = sort_task.tokenizer, trajectory
+  found, found_len = np.asarray(t.found), np.asarray(t.found_len)
+  assert np.all(np.asarray(t.found_reward) >= np.asarray(t.reward))
+  for row in range(found.shape[0]):  # the Python verifier, not the JAX reward the search used
+    prompt = tok.decode(np.asarray(t.prompt[row, :int(t.prompt_len[row]) - 1]))
+    answer = tok.decode(found[row, :found_len[row]])
+    assert sort_task.score(prompt, answer) == pytest.approx(float(t.found_reward[row]), abs=1e-6)
+
+
+def test_found_demos_are_the_prompt_then_the_found_answer_taught_from_min_reward(trajectory):
+  t = trajectory
+  cut = float(np.median(np.asarray(t.found_reward)))
+  demos = learner.found_demos(t, cut)
+  tokens, mask = np.asarray(demos.tokens), np.asarray(demos.target_mask)
+  for row in range(tokens.shape[0]):
+    start, length = int(t.prompt_len[row]), int(t.found_len[row])
+    np.testing.assert_array_equal(tokens[row, :start], np.asarray(t.tokens[row, :start]))
+    np.testing.assert_array_equal(tokens[row, start:start + length],
+                                  np.asarray(t.found[row, :length]))
+    taught = float(t.found_reward[row]) >= cut
+    assert mask[row].sum() == (length if taught else 0)
+    assert not taught or mask[row, start:start + length].all()

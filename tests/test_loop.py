@@ -57,6 +57,7 @@ def test_train_writes_a_complete_run(finished_run):
                 "prior_entropy", "root_kl"):
       assert row[key] >= 0.0, key
     assert row["terminal_on_pick"] <= row["terminal_reached"]
+    assert row["selfplay_forward_tokens"] > 0
     assert row["prior_entropy"] <= math.log(13) and row["target_entropy"] <= math.log(13)
     assert row["reward_gap"] == pytest.approx(row["selfplay_reward"] - row["eval_greedy_reward"])
   # Sampled self-play with exploration (the defaults) plays off the search's pick sometimes.

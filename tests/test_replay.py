@@ -67,6 +67,10 @@ def test_reanalyze_with_the_same_network_redoes_self_plays_search(tiny_params, p
     np.testing.assert_allclose(np.asarray(getattr(again, field))[live],
                                np.asarray(getattr(traj, field))[live], rtol=1e-5, atol=1e-6,
                                err_msg=field)
+  # Both count what they ran: the same searches, and one forward per answer token played.
+  np.testing.assert_array_equal(np.asarray(again.forward_tokens), np.asarray(traj.forward_tokens))
+  spent, length = np.asarray(traj.forward_tokens), np.asarray(traj.completion_len)
+  assert np.all((spent > length) & (spent <= length * (SEARCH.num_simulations + 1)))
 
 
 def test_reanalyze_with_new_params_changes_the_targets_not_the_answers(

@@ -4,7 +4,10 @@ loss = cross-entropy(search policy, network policy) + value_loss_weight * (value
 (the target: the return, or what `Trajectory.value_target` holds, tokenzero/targets.py),
 both averaged over the steps where a decision was taken, + anchor_weight * the next-token loss
 on a batch of demonstrations when an anchor batch is given (`demos.lm_loss`: fresh data that
-keeps a model trained on its own outputs close to real text). The optimizer is optax's AdamW
+keeps a model trained on its own outputs close to real text), + found_weight * the next-token
+loss on the best answers the searches verified (`Trajectory.found`) that scored at least
+`found_min_reward` (expert iteration beside AlphaZero's targets: a found answer is taught
+whole, where the improved policy only tilts each step toward it). The optimizer is optax's AdamW
 behind global-norm clipping, with warmup + cosine decay, wrapped in `optax.apply_if_finite` so
 that a non-finite gradient skips the update (and is counted) instead of poisoning the params.
 
@@ -38,6 +41,7 @@ class LossInfo(NamedTuple):
   policy_entropy: jax.Array  # [] entropy of the network policy on the trained steps
   loss_anchor: jax.Array  # [] LM loss on the anchor demonstrations (0 without them)
   loss_kl: jax.Array  # [] KL(policy || reference) on the trained steps (0 without one)
+  loss_found: jax.Array  # [] LM loss on the found answers (0 without them)
 
 
 class TrainMetrics(NamedTuple):
@@ -49,6 +53,7 @@ class TrainMetrics(NamedTuple):
   skipped: jax.Array  # [steps] bool: update skipped for a non-finite gradient
   loss_anchor: jax.Array  # [steps]
   loss_kl: jax.Array  # [steps]
+  loss_found: jax.Array  # [steps]
 
 
 @functools.lru_cache(maxsize=16)  # the same object for the same config: jit caches hit.
@@ -83,11 +88,27 @@ class LossWeights(NamedTuple):
   value: float | jax.Array  # []
   anchor: float | jax.Array = 0.0  # [] next-token loss on the anchor demonstrations
   kl: float | jax.Array = 0.0  # [] KL(policy || reference)
+  found: float | jax.Array = 0.0  # [] next-token loss on the found answers
+  found_min_reward: float | jax.Array = 1.0  # [] a found answer is taught from this reward
 
   @classmethod
   def from_config(cls, config: OptimConfig) -> LossWeights:
     return cls(value=config.value_loss_weight, anchor=config.anchor_weight,
-               kl=config.kl_weight)
+               kl=config.kl_weight, found=config.found_weight,
+               found_min_reward=config.found_min_reward)
+
+
+def found_demos(traj: Trajectory, min_reward: float | jax.Array) -> DemoBatch:
+  """The found answers as demonstrations [B, P + T]: each row's prompt, then its found answer;
+  completion tokens are targets on rows whose found answer scored at least `min_reward`."""
+  cols = jnp.arange(traj.tokens.shape[1])[None, :]
+  start = traj.prompt_len[:, None]
+  answer = jnp.take_along_axis(traj.found, jnp.clip(cols - start, 0, traj.found.shape[1] - 1),
+                               axis=1)
+  in_answer = (cols >= start) & (cols < start + traj.found_len[:, None])
+  tokens = jnp.where(cols < start, traj.tokens, jnp.where(in_answer, answer, traj.tokens))
+  taught = (traj.found_reward >= min_reward)[:, None]
+  return DemoBatch(tokens=tokens.astype(traj.tokens.dtype), target_mask=in_answer & taught)
 
 
 def loss_fn(params, traj: Trajectory, *, config: ModelConfig, weights: LossWeights,
@@ -111,11 +132,15 @@ def loss_fn(params, traj: Trajectory, *, config: ModelConfig, weights: LossWeigh
     ref_log_probs = jax.nn.log_softmax(ref_logits, axis=-1)
     kl = jnp.sum(jnp.exp(log_probs) * (log_probs - ref_log_probs), axis=-1)  # [B, T]
     loss_kl = jnp.sum(kl * mask) / denom
+  # A found answer's rows only (traj.found is None unless optim.found_weight > 0: the second
+  # forward is not paid for nothing).
+  loss_found = (lm_loss(params, config, found_demos(traj, weights.found_min_reward))
+                if traj.found is not None else jnp.zeros(()))
   loss = (loss_policy + weights.value * loss_value + weights.anchor * loss_anchor
-          + weights.kl * loss_kl)
+          + weights.kl * loss_kl + weights.found * loss_found)
   return loss, LossInfo(loss=loss, loss_policy=loss_policy, loss_value=loss_value,
                         policy_entropy=jnp.sum(entropy * mask) / denom, loss_anchor=loss_anchor,
-                        loss_kl=loss_kl)
+                        loss_kl=loss_kl, loss_found=loss_found)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "optimizer", "num_steps", "mesh"),
@@ -144,7 +169,8 @@ def train_steps(params, opt_state, traj: Trajectory, *, config: ModelConfig,
     metrics = TrainMetrics(loss=info.loss, loss_policy=info.loss_policy,
                            loss_value=info.loss_value, policy_entropy=info.policy_entropy,
                            grad_norm=optax.tree.norm(grads), skipped=~finite,
-                           loss_anchor=info.loss_anchor, loss_kl=info.loss_kl)
+                           loss_anchor=info.loss_anchor, loss_kl=info.loss_kl,
+                           loss_found=info.loss_found)
     return (params, new_opt_state), metrics
 
   (params, opt_state), metrics = jax.lax.scan(one_step, (params, opt_state), None,

@@ -102,6 +102,12 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
   with distributed.fail_together("with a reward error"):  # before the next collective
     rewards.raise_pending()
   t1 = time.monotonic()
+  # Counted, not computed from the budget: rows end early, kept trees save expansions.
+  forward_tokens = int(mesh_lib.to_host(traj.forward_tokens).sum())
+  # What the searches found, beside what greedy decoding and self-play's sampling got.
+  found_success = float(np.mean(mesh_lib.to_host(traj.found_reward)
+                                >= config.task.success_threshold))
+  traj = selfplay.for_learner(traj, found=config.optim.found_weight > 0)
   anchor = None
   if loop.anchor_demos is not None:  # its own stream, keyed like the prompts: resumable.
     picks = np.random.default_rng([config.seed, 3, iteration]).integers(
@@ -110,7 +116,8 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
     anchor = mesh.place_batch(demos_lib.take(loop.anchor_demos, picks))
   learn_on, buffer, replay_row = traj, state.replay, {}
   if buffer is not None:
-    learn_on, buffer, replay_row = with_replay(loop, state, traj, key, iteration)
+    learn_on, buffer, replay_row = replay_lib.learner_batch(setup, state.params, buffer, traj,
+                                                            key, iteration)
   t_learn = time.monotonic()
   params, opt_state, metrics = learner.train_steps(
       state.params, state.opt_state, learn_on, config=config.model, optimizer=loop.optimizer,
@@ -141,6 +148,8 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
       **diagnostics.selfplay_diagnostics(played),
       "temperature": temperature_at(config, iteration),
       "selfplay_s": round(t1 - t0, 3),
+      "selfplay_forward_tokens": forward_tokens,
+      "found_success": found_success,
       "train_s": round(t2 - t_learn, 3),
       **replay_row,
   }
@@ -150,37 +159,9 @@ def run_iteration(loop: Loop, state: ckpt_lib.TrainState, iteration: int, *,
     row["loss_anchor"] = mean(metrics.loss_anchor)
   if loop.reference is not None:
     row["loss_kl"] = mean(metrics.loss_kl)
+  if config.optim.found_weight > 0:
+    row["loss_found"] = mean(metrics.loss_found)
   return state, metrics, row
-
-
-def with_replay(loop: Loop, state: ckpt_lib.TrainState, traj: selfplay.Trajectory,
-                key: jax.Array, iteration: int):
-  """The learner's batch with `replay`: the fresh rows, then `replay.sample_old` rows drawn from
-  the buffer (reanalyzed with the current network when `replay.reanalyze`); the buffer with the
-  fresh rows written; the row's replay keys. The first iteration draws from its own rows, so the
-  batch has one shape from the start (nothing recompiles at the second)."""
-  setup, config = loop.setup, loop.config
-  t0 = time.monotonic()
-  buffer = state.replay
-  first = int(buffer.written) == 0
-  if first:
-    buffer = replay_lib.add(buffer, traj, jnp.int32(iteration))
-  old, played_at = replay_lib.sample(buffer, jax.random.fold_in(key, 1),
-                                     num=config.replay.sample_old or config.selfplay.batch_size)
-  if config.replay.reanalyze:
-    old = replay_lib.reanalyze(
-        state.params, old, jax.random.fold_in(key, 2), setup.allowed, config=config.model,
-        search_config=config.search, selfplay_config=config.selfplay,
-        reward_fn=setup.reward_fn, eos_id=setup.tokenizer.eos_id)
-    rewards.raise_pending()
-  if not first:
-    buffer = replay_lib.add(buffer, traj, jnp.int32(iteration))
-  batch = replay_lib.concat(traj, old)
-  row = {"replay_rows": min(int(buffer.written), buffer.capacity),
-         # How many iterations old the drawn rows are, on average.
-         "replay_age": float(iteration - np.mean(np.asarray(played_at))),
-         "replay_s": round(time.monotonic() - t0, 3)}
-  return batch, buffer, row
 
 
 def train(run: RunConfig | Setup, out_dir: str | Path, *, resume: bool = False,

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tokenzero import episode as episode_lib
+from tokenzero import rewards
 from tokenzero import selfplay
 from tokenzero import search as search_lib
 from tokenzero import targets
@@ -74,7 +77,8 @@ def for_run(setup, params) -> Buffer | None:
           eos_id=setup.tokenizer.eos_id),
       params, jax.ShapeDtypeStruct((rows, slots), jnp.int32),
       jax.ShapeDtypeStruct((rows,), jnp.int32))
-  return init(shapes, config.replay.capacity)
+  return init(selfplay.for_learner(shapes, found=config.optim.found_weight > 0),
+              config.replay.capacity)
 
 
 @jax.jit
@@ -128,13 +132,14 @@ def reanalyze(params, rows: Trajectory, rng: jax.Array, allowed: jax.Array, *,
                                 reward_fn=reward_fn, allowed=allowed, eos_id=eos_id)
     weights = (out.visit_probs if selfplay_config.policy_target == "visits"
                else out.action_weights)
+    spent = out.forward_tokens + (~state.done).astype(jnp.int32)  # the stored token's forward
     state = episode_lib.step(params, config, state, token, eos_id)
     return state, (out.candidates, weights, out.search_value, out.root_value, out.root_prior,
-                   out.terminal_reached, out.terminal_on_pick)
+                   out.terminal_reached, out.terminal_on_pick, spent)
 
   keys = jax.random.split(rng, max_new_tokens)
   _, steps = jax.lax.scan(body, state, (keys, rows.completion.T))
-  ids, weights, search_value, root_value, prior, reached, on_pick = (
+  ids, weights, search_value, root_value, prior, reached, on_pick, spent = (
       jnp.swapaxes(x, 0, 1) for x in steps)
   td_lambda = selfplay_config.td_lambda if selfplay_config.value_target == "lambda" else 1.0
   value_target = targets.lambda_returns(rows.reward, search_value, rows.step_mask,
@@ -142,4 +147,36 @@ def reanalyze(params, rows: Trajectory, rng: jax.Array, allowed: jax.Array, *,
                                         cut_explored=selfplay_config.cut_explored)
   return rows._replace(policy_ids=ids, policy_weights=weights, search_value=search_value,
                        root_value=root_value, root_prior=prior, terminal_reached=reached,
-                       terminal_on_pick=on_pick, value_target=value_target)
+                       terminal_on_pick=on_pick, value_target=value_target,
+                       forward_tokens=spent.sum(1))
+
+
+def learner_batch(setup, params, buffer: Buffer, traj: Trajectory, key: jax.Array,
+                  iteration: int) -> tuple[Trajectory, Buffer, dict[str, Any]]:
+  """One iteration's learner batch with replay (`setup`: the run's `run.Setup`): the fresh rows,
+  then `replay.sample_old` rows drawn from the buffer (reanalyzed with the current network when
+  `replay.reanalyze`) -> (batch, the buffer with the fresh rows written, the metrics row's replay
+  keys). The first iteration draws from its own rows, so the batch has one shape from the start
+  (nothing recompiles at the second)."""
+  config = setup.config
+  t0 = time.monotonic()
+  first = int(buffer.written) == 0
+  if first:
+    buffer = add(buffer, traj, jnp.int32(iteration))
+  row = {}
+  old, played_at = sample(buffer, jax.random.fold_in(key, 1),
+                          num=config.replay.sample_old or config.selfplay.batch_size)
+  if config.replay.reanalyze:
+    old = reanalyze(params, old, jax.random.fold_in(key, 2), setup.allowed, config=config.model,
+                    search_config=config.search, selfplay_config=config.selfplay,
+                    reward_fn=setup.reward_fn, eos_id=setup.tokenizer.eos_id)
+    rewards.raise_pending()
+    row["reanalyze_forward_tokens"] = int(old.forward_tokens.sum())
+    old = selfplay.for_learner(old, found=config.optim.found_weight > 0)
+  if not first:
+    buffer = add(buffer, traj, jnp.int32(iteration))
+  row.update(replay_rows=min(int(buffer.written), buffer.capacity),
+             # How many iterations old the drawn rows are, on average.
+             replay_age=float(iteration - np.mean(np.asarray(played_at))),
+             replay_s=round(time.monotonic() - t0, 3))
+  return concat(traj, old), buffer, row

@@ -58,6 +58,23 @@ class Trajectory(NamedTuple):
   # [B, T] the learner's value target (`selfplay.value_target`, tokenzero/targets.py); None:
   # the return, `reward`, at every step.
   value_target: jax.Array | None = None
+  # [B] int32 forward token-evaluations the row's answer cost: the search's expansions plus the
+  # played tokens' own forwards (the prompt's prefill not counted, as the decoders count). A
+  # count for the metrics: `for_learner` drops it before the replay buffer and the learner.
+  forward_tokens: jax.Array | None = None
+  # The best complete answer the row's searches verified, or the played one when it scored as
+  # well (`optim.found_weight` imitates it): its tokens [B, T], length [B] (EOS included) and
+  # reward [B].
+  found: jax.Array | None = None
+  found_len: jax.Array | None = None
+  found_reward: jax.Array | None = None
+
+
+def for_learner(traj: Trajectory, *, found: bool) -> Trajectory:
+  """The rows the learner and the replay buffer take: without the compute count, and without
+  the found answers unless the learner imitates them (`found`: optim.found_weight > 0)."""
+  traj = traj._replace(forward_tokens=None)
+  return traj if found else traj._replace(found=None, found_len=None, found_reward=None)
 
 
 class Choice(NamedTuple):
@@ -79,6 +96,7 @@ class _Decision(NamedTuple):
   terminal_on_pick: jax.Array  # [B] bool
   explored: jax.Array  # [B] bool
   off_policy: jax.Array  # [B] bool
+  forward_tokens: jax.Array  # [B] int32 the search's expansions + the played token's forward
 
 
 def choose_slot(search_out: search_lib.SearchOutput, rng: jax.Array, temperature: jax.Array,
@@ -117,32 +135,44 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
   kept = search_lib.no_kept_tree(config, search_config, state) if reuse else None
 
   def body(carry, step_key):
-    state, kept = carry
+    state, kept, best = carry
     search_key, act_key = jax.random.split(step_key)
     out = search_lib.run_search(params, config, search_config, state, search_key,
                                 reward_fn=reward_fn, allowed=allowed, eos_id=eos_id, kept=kept)
+    better = out.best_reward > best[0]
+    best = (jnp.where(better, out.best_reward, best[0]),
+            jnp.where(better[:, None], out.best_answer, best[1]),
+            jnp.where(better, out.best_answer_len, best[2]))
     choice = choose_slot(out, act_key, temperature, selfplay_config)
     slot = choice.slot
     live = ~state.done
     if reuse:
       kept, kept_fraction = tree_reuse.reroot(search_config, out, slot)
-      state, _ = tree_reuse.advance(params, config, search_config, state, out, slot, eos_id)
+      state, ran = tree_reuse.advance(params, config, search_config, state, out, slot, eos_id)
     else:
       token = jnp.take_along_axis(out.candidates, slot[:, None], axis=1)[:, 0]
       state = episode_lib.step(params, config, state, token, eos_id)
       kept_fraction = jnp.zeros(live.shape, jnp.float32)
+      ran = live
     weights = (out.visit_probs if selfplay_config.policy_target == "visits"
                else out.action_weights)
-    return (state, kept), _Decision(policy_ids=out.candidates, policy_weights=weights,
+    return (state, kept, best), _Decision(policy_ids=out.candidates, policy_weights=weights,
                                     live=live, search_value=out.search_value,
                                     root_value=out.root_value, tree_kept=kept_fraction,
                                     root_prior=out.root_prior,
                                     terminal_reached=out.terminal_reached,
                                     terminal_on_pick=out.terminal_on_pick,
-                                    explored=choice.explored, off_policy=slot != out.action)
+                                    explored=choice.explored, off_policy=slot != out.action,
+                                    forward_tokens=out.forward_tokens + ran.astype(jnp.int32))
 
-  (state, _), steps = jax.lax.scan(body, (state, kept), jax.random.split(rng, max_new_tokens))
+  batch = prompt.shape[0]
+  no_best = (jnp.full((batch,), -jnp.inf, jnp.float32), state.completion,
+             jnp.zeros((batch,), jnp.int32))
+  (state, _, best), steps = jax.lax.scan(body, (state, kept, no_best),
+                                         jax.random.split(rng, max_new_tokens))
   reward = reward_fn(state.prompt, state.prompt_len, state.completion, state.num_generated)
+  # The played answer wins ties: it is on the policy's own path.
+  searched = best[0] > reward
   steps_first = lambda x: jnp.swapaxes(x, 0, 1)
   value_target = None
   if selfplay_config.value_target == "lambda":
@@ -172,5 +202,9 @@ def self_play(params, prompt, prompt_len, rng, temperature, allowed, *, config: 
       terminal_on_pick=steps_first(steps.terminal_on_pick),
       explored=steps_first(steps.explored),
       off_policy=steps_first(steps.off_policy),
-      value_target=value_target)
+      value_target=value_target,
+      forward_tokens=steps.forward_tokens.sum(0),
+      found=jnp.where(searched[:, None], best[1], state.completion),
+      found_len=jnp.where(searched, best[2], state.num_generated),
+      found_reward=jnp.where(searched, best[0], reward).astype(jnp.float32))
   return traj if mesh is None else mesh.constrain_batch(traj)

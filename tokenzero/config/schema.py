@@ -142,6 +142,11 @@ class OptimConfig:
   # + kl_weight * KL(policy || initial network) per decision step: keeps the policy near its
   # starting point (the random init, or the `init_from` checkpoint).
   kl_weight: float = 0.0
+  # + found_weight * next-token loss on the best complete answer each self-play row's searches
+  # verified (or played), on rows where it scored at least found_min_reward (expert iteration
+  # beside the search-policy target; tokenzero/learner.py). 0: off, no second forward.
+  found_weight: float = 0.0
+  found_min_reward: float = 1.0
   anchor_data: str = ""
   anchor_batch_size: int = 0
 

@@ -67,6 +67,7 @@ def validate(config: RunConfig) -> None:
        "{\"prompt\", \"completion\"} demonstrations)"),
       (config.optim.anchor_batch_size >= 0, "optim.anchor_batch_size must be >= 0"),
       (config.optim.kl_weight >= 0, "optim.kl_weight must be >= 0"),
+      (config.optim.found_weight >= 0, "optim.found_weight must be >= 0"),
       (0 <= config.task.curriculum_threshold <= 1,
        "task.curriculum_threshold must be in [0, 1]"),
       (not config.task.curriculum or config.eval.split == "hash",
