@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tokenzero import demos as demos_lib  # noqa: E402
 from tokenzero import evaluate, learner, prompts, rewards  # noqa: E402
 from tokenzero import run as run_lib  # noqa: E402
+from tokenzero.sft import sft_step  # noqa: E402  one jitted AdamW step on a DemoBatch
 
 from all_tasks import task_config  # noqa: E402
 
@@ -63,7 +64,6 @@ def run_task(name: str, args) -> dict:
     rewards.raise_pending()
     return float(result.success.mean()), float(result.reward.mean())
 
-  from tokenzero.sft import sft_step  # one jitted AdamW step on a DemoBatch
   started, curve = time.monotonic(), []
   for iteration in range(config.iterations + 1):
     if iteration % args.eval_every == 0 or iteration == config.iterations:

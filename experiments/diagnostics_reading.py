@@ -27,20 +27,38 @@ from tokenzero import diagnostics, prompts, rundir, selfplay
 from tokenzero.run import load_run
 
 KEYS = ["temperature", "selfplay_reward", "eval_greedy_reward", "reward_gap", "selfplay_success",
-        "eval_greedy_success", "terminal_reached", "terminal_on_pick", "value_error",
+        "eval_greedy_success", "found_success", "terminal_reached", "terminal_on_pick", "value_error",
         "search_value_error", "return_std", "target_entropy", "prior_entropy", "policy_entropy",
         "root_kl", "greedy_agreement", "explore_fraction", "offpolicy_fraction", "loss_policy",
         "elapsed_s"]
+
+
+def longest_gap(rows: list[dict], above: float = 0.1) -> int:
+  """The most iterations in a row over which every evaluated row's `reward_gap` (self-play
+  reward - held-out greedy reward) exceeded `above`: the issue's "gap > 0.1 for 50 iterations"."""
+  best, start = 0, None
+  for r in rows:
+    gap = r.get("reward_gap")
+    if gap is None:
+      continue
+    if gap > above:
+      start = r["iteration"] if start is None else start
+      best = max(best, r["iteration"] - start + 1)
+    else:
+      start = None
+  return best
 
 
 def metrics_summary(run: Path) -> dict:
   rows = rundir.read_metrics(run / rundir.METRICS_FILE, upto=10**9)[1:]
   picks = [rows[i] for i in sorted({0, len(rows) // 2, len(rows) - 1})]
   last = rows[-20:]
+  mean = lambda k: (float(np.mean([r[k] for r in last if r.get(k) is not None]))
+                    if any(r.get(k) is not None for r in last) else None)
   return {"iterations": [r["iteration"] for r in picks],
           "rows": {k: [r.get(k) for r in picks] for k in KEYS},
-          "mean_last_20": {k: float(np.mean([r[k] for r in last if r.get(k) is not None]))
-                           for k in KEYS}}
+          "mean_last_20": {k: mean(k) for k in KEYS},
+          "longest_gap_over_0.1_iterations": longest_gap(rows)}
 
 
 def target_noise(run: Path, repeats: int) -> dict:
@@ -96,12 +114,16 @@ def main() -> None:
   args = parser.parse_args()
   result = {"run": str(args.run), "config": rundir.read_config(args.run),
             "metrics": metrics_summary(args.run),
-            "target_noise": target_noise(args.run, args.repeats)}
+            # --repeats 0: the metrics only (no checkpoint loaded, nothing compiled).
+            "target_noise": target_noise(args.run, args.repeats) if args.repeats else None}
   metrics = result["metrics"]
   print(f"iterations {metrics['iterations']} (and the mean of the last 20)")
   for key in KEYS:
     values = " ".join("-" if v is None else f"{v:8.3f}" for v in metrics["rows"][key])
-    print(f"  {key:20s} {values} | {metrics['mean_last_20'][key]:8.3f}")
+    last = metrics["mean_last_20"][key]
+    print(f"  {key:20s} {values} | {'-' if last is None else f'{last:8.3f}'}")
+  print(f"longest stretch with reward_gap > 0.1: {metrics['longest_gap_over_0.1_iterations']} "
+        "iterations")
   print(json.dumps(result["target_noise"], indent=1))
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)

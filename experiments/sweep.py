@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,18 +21,50 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from targets import train_and_summarize  # noqa: E402  the same summary as the targets' runs
+from targets import run_child, train_and_summarize  # noqa: E402  as the targets' runs
 
 HERE = Path(__file__).resolve().parent
-CELLS = {
-    "default": [],  # 2 layers x 64, 4 heads; 8 steps of 3e-3 a iteration on 256 fresh answers
+CHANGES = {
+    "": [],  # 2 layers x 64, 4 heads; 8 steps of 3e-3 a iteration, 256 answers of 32 simulations
     "wide": ["model.d_model=128"],
     "deep": ["model.num_layers=4"],
     "steps16": ["optim.steps_per_iteration=16"],
+    "steps4": ["optim.steps_per_iteration=4"],
     "batch128": ["selfplay.batch_size=128"],
     "lr1e-3": ["optim.learning_rate=1e-3"],
     "sims16": ["search.num_simulations=16"],
 }
+# Two learners: "plain", the defaults before found answers and replay were measured (fresh
+# trajectories, search-policy and return targets only), and "found_replay", today's defaults
+# (experiments/targets.py's best variant), spelled out.
+LEARNERS = {"plain": ["optim.found_weight=0", "replay.capacity=0"],
+            "found_replay": ["optim.found_weight=1.0", "replay.capacity=2048",
+                             "replay.sample_old=256"]}
+CELLS = {learner + (f"_{name}" if name else ""): base + change
+         for learner, base in LEARNERS.items() for name, change in CHANGES.items()}
+
+
+def reached(curve: list[dict], level: float = 0.95):
+  """(iteration, seconds) of the first evaluation at greedy exact match >= `level`, or None."""
+  return next(((r["iteration"], r["elapsed_s"]) for r in curve
+               if r["eval_greedy_success"] >= level), None)
+
+
+def longest_plateau(curve: list[dict], band: float = 0.05, level: float = 0.95) -> int:
+  """The most iterations the greedy exact match stayed within `band` (max - min) while below
+  `level`: the issue's "no plateau longer than 30 iterations" (from random init, the first
+  iterations at 0 count as one)."""
+  best, start = 0, 0
+  for end in range(len(curve)):
+    if curve[end]["eval_greedy_success"] >= level:
+      break
+    while True:
+      window = [r["eval_greedy_success"] for r in curve[start:end + 1]]
+      if max(window) - min(window) < band:
+        break
+      start += 1
+    best = max(best, curve[end]["iteration"] - curve[start]["iteration"])
+  return best
 
 
 def plot(results: dict, task: str, path: Path) -> None:
@@ -85,19 +115,16 @@ def main(argv=None) -> int:
         parser.error(f"unknown cell {cell!r}; known: {', '.join(CELLS)}")
       key = f"{args.task}/{cell}/seed{seed}"
       if key not in results:  # finished cells are kept
-        child = [sys.executable, __file__, "--one", cell, "--task", args.task, "--seed", str(seed),
-                 "--minutes", str(args.minutes), "--iterations", str(args.iterations),
-                 "--eval-every", str(args.eval_every),
-                 "--out", str(args.out)]
-        done = subprocess.run(child + [f"--set={s}" for s in args.set], check=True,
-                              capture_output=True, text=True)
-        results[key] = json.loads(done.stdout.strip().splitlines()[-1])
-        args.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        run_child([__file__, "--one", cell, "--task", args.task, "--seed", str(seed),
+                   "--minutes", str(args.minutes), "--iterations", str(args.iterations),
+                   "--eval-every", str(args.eval_every), "--out", str(args.out)]
+                  + [f"--set={s}" for s in args.set], results, key, path)
       r = results[key]
       print(f"{key}: {r['iterations']} iterations, greedy exact {r['final_greedy_success']:.3f} "
             f"(best {r['best_greedy_success']:.3f}, last five {r['last5_eval_greedy_success']:.3f})"
-            f", reward {r['final_greedy_reward']:.3f}, {r['elapsed_s']:.0f} s", flush=True)
+            f", reward {r['final_greedy_reward']:.3f}, {r['elapsed_s']:.0f} s; >= 0.95 at "
+            f"{reached(r['curve'])} (iteration, s), longest plateau "
+            f"{longest_plateau(r['curve'])} iterations", flush=True)
   plot(results, args.task, args.out / f"{args.task}.png")
   return 0
 

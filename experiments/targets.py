@@ -30,7 +30,7 @@ from all_tasks import task_config  # noqa: E402  the same settings as every task
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {
-    "return": [],  # the default: the episode's return, the search's improved policy
+    "return": [],  # the episode's return, the search's improved policy (PLAIN below)
     "lambda0.8": ["selfplay.value_target=lambda", "selfplay.td_lambda=0.8"],
     "lambda0.5": ["selfplay.value_target=lambda", "selfplay.td_lambda=0.5"],
     "cut_explored": ["selfplay.cut_explored=true"],
@@ -53,9 +53,14 @@ CURVE_KEYS = ("iteration", "elapsed_s", "eval_greedy_success", "eval_greedy_rewa
               "selfplay_reward", "value_error", "return_std")
 
 
+# The learner these variants were measured against: no found answers, no replay (the defaults
+# before both were measured here and turned on). A variant's own overrides come after it.
+PLAIN = ["optim.found_weight=0", "replay.capacity=0"]
+
+
 def run_one(task: str, variant: str, args) -> dict:
   overrides = [f"iterations={args.iterations}", f"seed={args.seed}",
-               f"eval.every={args.eval_every}"] + VARIANTS[variant] + args.set
+               f"eval.every={args.eval_every}"] + PLAIN + VARIANTS[variant] + args.set
   return train_and_summarize(task, overrides, args.out / task / f"{variant}-seed{args.seed}")
 
 
@@ -86,30 +91,43 @@ def train_and_summarize(task: str, overrides: list[str], out: Path) -> dict:
           "curve": curve}
 
 
+def run_child(argv: list[str], results: dict, key: str, path: Path) -> None:
+  """Runs one variant in a process of its own (its compiled programs and memory go with it) and
+  keeps its summary, the child's last line of output, in `results`, saved to `path` at once."""
+  done = subprocess.run([sys.executable] + argv, check=True, capture_output=True, text=True)
+  results[key] = json.loads(done.stdout.strip().splitlines()[-1])
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def plot(results: dict, task: str, path: Path) -> None:
-  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+  names = sorted({key.split("/")[1] for key in results if key.startswith(task + "/")},
+                 key=list(VARIANTS).index)
   for key, result in results.items():
-    name, seed = key.split("/")[1:]
     if not key.startswith(task + "/"):
       continue
+    name, seed = key.split("/")[1:]
+    # One colour per variant in every panel; seeds other than 0 dashed.
+    style = dict(color=plt.cm.tab20(names.index(name) % 20), label=f"{name} {seed}",
+                 linestyle="-" if seed == "seed0" else "--", linewidth=1.2)
     curve = result["curve"]
     its = [r["iteration"] for r in curve]
-    axes[0].plot(its, [r["eval_greedy_success"] for r in curve], label=f"{name} {seed}")
-    axes[1].plot(its, [r["eval_greedy_reward"] for r in curve], label=f"{name} {seed}")
-    axes[2].plot([r["elapsed_s"] for r in curve], [r["eval_greedy_reward"] for r in curve],
-                 label=f"{name} {seed}")
+    rewards = [r["eval_greedy_reward"] for r in curve]
+    axes[0].plot(its, [r["eval_greedy_success"] for r in curve], **style)
+    axes[1].plot(its, rewards, **style)
+    axes[2].plot([r["elapsed_s"] for r in curve], rewards, **style)
     if curve[-1].get("forward_tokens"):  # runs recorded before the count have none
-      axes[3].plot([r["forward_tokens"] for r in curve],
-                   [r["eval_greedy_reward"] for r in curve], label=f"{name} {seed}")
+      axes[3].plot([r["forward_tokens"] / 1e6 for r in curve], rewards, **style)
   for ax, (x, y) in zip(axes, [("iteration", "held-out greedy exact match"),
                                ("iteration", "held-out greedy reward"),
-                               ("seconds", "held-out greedy reward"),
-                               ("self-play + reanalyze forward tokens (counted)",
+                               ("seconds (cores shared for some)", "held-out greedy reward"),
+                               ("self-play + reanalyze forward tokens (M, counted)",
                                 "held-out greedy reward")]):
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-  axes[0].legend(fontsize=7)
-  fig.suptitle(f"{task}: value and policy targets, replay and reanalyze")
+  axes[0].legend(fontsize=6, ncol=2)
+  fig.suptitle(f"{task}: value and policy targets, found answers, replay and reanalyze")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -135,14 +153,10 @@ def main(argv=None) -> int:
   for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
     key = f"{args.task}/{variant}/seed{args.seed}"
     if key not in results:  # finished variants are kept
-      child = [sys.executable, __file__, "--one", variant, "--task", args.task,
-               "--iterations", str(args.iterations), "--eval-every", str(args.eval_every),
-               "--seed", str(args.seed), "--out", str(args.out)]
-      done = subprocess.run(child + [f"--set={s}" for s in args.set], check=True,
-                            capture_output=True, text=True)
-      results[key] = json.loads(done.stdout.strip().splitlines()[-1])
-      args.out.mkdir(parents=True, exist_ok=True)
-      path.write_text(json.dumps(results, indent=2) + "\n")
+      run_child([__file__, "--one", variant, "--task", args.task, "--iterations",
+                 str(args.iterations), "--eval-every", str(args.eval_every), "--seed",
+                 str(args.seed), "--out", str(args.out)] + [f"--set={s}" for s in args.set],
+                results, key, path)
     r = results[key]
     print(f"{key}: greedy exact {r['final_greedy_success']:.3f} (best "
           f"{r['best_greedy_success']:.3f}), reward {r['final_greedy_reward']:.3f}, value error "

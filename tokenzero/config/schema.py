@@ -144,8 +144,9 @@ class OptimConfig:
   kl_weight: float = 0.0
   # + found_weight * next-token loss on the best complete answer each self-play row's searches
   # verified (or played), on rows where it scored at least found_min_reward (expert iteration
-  # beside the search-policy target; tokenzero/learner.py). 0: off, no second forward.
-  found_weight: float = 0.0
+  # beside the search-policy target; tokenzero/learner.py). 0: off, no second forward. On by
+  # default, with replay: measured in experiments/README.md (sort seeds, addition).
+  found_weight: float = 1.0
   found_min_reward: float = 1.0
   anchor_data: str = ""
   anchor_batch_size: int = 0
@@ -173,8 +174,9 @@ class MeshConfig:
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
   # A buffer of past self-play trajectories on the device (tokenzero/replay.py); 0: off, the
-  # learner trains on each iteration's fresh trajectories only.
-  capacity: int = 0  # rows kept (>= selfplay.batch_size when on)
+  # learner trains on each iteration's fresh trajectories only. On by default: 8 iterations of
+  # the default batch (measured with optim.found_weight, experiments/README.md).
+  capacity: int = 2048  # rows kept (>= selfplay.batch_size when on)
   sample_old: int = 0  # stored rows added to each iteration's learner batch; 0: batch_size
   reanalyze: bool = False  # refresh those rows' targets with the current network's search
 
