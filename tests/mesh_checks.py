@@ -28,6 +28,7 @@ from tokenzero import config as config_lib
 from tokenzero import learner, prompts, selfplay
 from tokenzero import loop as loop_lib
 from tokenzero import mesh as mesh_lib
+from tokenzero import replay as replay_lib
 from tokenzero.run import build, initial_params
 
 BASE = TINY + ["eval.num_prompts=14", "iterations=2", "checkpoint_every=1"]
@@ -48,8 +49,9 @@ def _loop(setup) -> loop_lib.Loop:
 
 
 def _template(setup, optimizer, mesh) -> ckpt_lib.TrainState:
-  return ckpt_lib.place(ckpt_lib.TrainState.create(initial_params(setup.config), optimizer,
-                                                   jax.random.key(0)), mesh)
+  params = initial_params(setup.config)
+  return ckpt_lib.place(ckpt_lib.TrainState.create(params, optimizer, jax.random.key(0),
+                                                   replay=replay_lib.for_run(setup, params)), mesh)
 
 
 def _same_on_every_device(tree) -> bool:

@@ -22,7 +22,7 @@ TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.
 # a resume to a larger total redoes an iteration exactly.
 CURRICULUM = ["task.curriculum=true", "task.curriculum_threshold=0",
               "selfplay.final_temperature=1.0"]
-PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "compiles")
+PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "replay_s", "compiles")
 
 
 @pytest.fixture(scope="module")

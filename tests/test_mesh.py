@@ -20,7 +20,7 @@ from tokenzero.config import ConfigError
 from tokenzero.run import build
 
 TESTS = Path(__file__).resolve().parent
-PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "compiles")
+PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "replay_s", "compiles")
 
 
 def _config(*overrides):

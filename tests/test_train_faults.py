@@ -35,7 +35,7 @@ TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.
 FAULT = TINY + ["checkpoint_every=1", "selfplay.final_temperature=1.0"]
 # What differs between two processes running the same iterations: the timings, and the
 # compilations (a resumed process compiles, or loads from the cache, what the killed one had).
-PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "compiles")
+PER_PROCESS = ("elapsed_s", "selfplay_s", "train_s", "replay_s", "compiles")
 LAUNCH_TIMEOUT_S = 300
 
 
@@ -227,7 +227,9 @@ real_train_steps, calls = learner.train_steps, []
 def poisoned_train_steps(params, opt_state, traj, **kwargs):
   calls.append(1)
   if len(calls) >= 3:
-    traj = traj._replace(reward=traj.reward * float("nan"))
+    nan = float("nan")  # the value targets too: replay's batch carries them filled in
+    traj = traj._replace(reward=traj.reward * nan, value_target=None if traj.value_target is None
+                         else traj.value_target * nan)
   return real_train_steps(params, opt_state, traj, **kwargs)
 
 learner.train_steps = poisoned_train_steps

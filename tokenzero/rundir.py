@@ -94,8 +94,10 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 def as_saved(saved: dict[str, Any]) -> dict[str, Any]:
   """A saved config with the keys it predates set to what it meant then, not to today's
   defaults (an old run keeps the evaluation set it was made with)."""
-  # A run made before `eval.split` existed evaluated on the legacy split.
-  before_the_keys = {"eval": {"split": "legacy"}}
+  # A run made before `eval.split` existed evaluated on the legacy split; one made before found
+  # answers and replay were on by default had neither (its checkpoints hold no buffer).
+  before_the_keys = {"eval": {"split": "legacy"}, "optim": {"found_weight": 0.0},
+                     "replay": {"capacity": 0}}
   return config_lib.deep_merge(before_the_keys, saved)
 
 

@@ -28,6 +28,7 @@ from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
 from tokenzero import demos as demos_lib
 from tokenzero import hf, learner, rundir
+from tokenzero import replay as replay_lib
 from tokenzero import run as run_lib
 from tokenzero.config import ConfigError, ModelConfig, OptimConfig
 from tokenzero.progress import progress_bar
@@ -126,8 +127,11 @@ def save_run(out_dir, config_dict: dict, params) -> Path:
   out_dir = Path(out_dir)
   config = config_lib.from_dict(config_lib.RunConfig, config_dict)
   rundir.write_config(out_dir, config_dict)
+  # With the run's (empty) replay buffer, so that the checkpoint has the layout its config
+  # gives every reader.
   state = ckpt_lib.TrainState.create(params, learner.make_optimizer(config.optim, 1),
-                                     jax.random.key(config.seed))
+                                     jax.random.key(config.seed),
+                                     replay=replay_lib.for_run(run_lib.build(config), params))
   checkpointer = ckpt_lib.Checkpointer(out_dir / "checkpoints", keep=config.keep_checkpoints,
                                        writer=True)
   try:
