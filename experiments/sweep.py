@@ -72,10 +72,14 @@ def plot(results: dict, task: str, path: Path) -> None:
   for key, result in results.items():
     if not key.startswith(task + "/"):
       continue
-    curve, label = result["curve"], " ".join(key.split("/")[1:])
+    curve, (cell, seed) = result["curve"], key.split("/")[1:]
+    # The learner before dashed; one colour per seed for a cell, per cell for seed 0.
+    style = dict(label=f"{cell} {seed}", linestyle="--" if cell.startswith("plain") else "-",
+                 color=plt.cm.tab10(int(seed[4:]) + list(CHANGES).index(
+                     cell.removeprefix("found_replay").removeprefix("plain").lstrip("_"))))
     seconds = [r["elapsed_s"] for r in curve]
-    axes[0].plot(seconds, [r["eval_greedy_success"] for r in curve], label=label)
-    axes[1].plot(seconds, [r["eval_greedy_reward"] for r in curve], label=label)
+    axes[0].plot(seconds, [r["eval_greedy_success"] for r in curve], **style)
+    axes[1].plot(seconds, [r["eval_greedy_reward"] for r in curve], **style)
   for ax, y in zip(axes, ["held-out greedy exact match", "held-out greedy reward"]):
     ax.set_xlabel("seconds (one cell at a time)")
     ax.set_ylabel(y)
