@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from test_loop import TINY
+from test_loop import DEFAULT_LEARNER, TINY
 from tokenzero import checkpoint as ckpt_lib
 from tokenzero import config as config_lib
 from tokenzero import learner, prompts, selfplay
@@ -31,7 +31,7 @@ from tokenzero import mesh as mesh_lib
 from tokenzero import replay as replay_lib
 from tokenzero.run import build, initial_params
 
-BASE = TINY + ["eval.num_prompts=14", "iterations=2", "checkpoint_every=1"]
+BASE = TINY + DEFAULT_LEARNER + ["eval.num_prompts=14", "iterations=2", "checkpoint_every=1"]
 quiet = lambda message: None
 
 

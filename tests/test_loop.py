@@ -17,7 +17,12 @@ from tokenzero.run import load_run
 
 TINY = ["task.params.length=3", "model.d_model=16", "model.num_heads=2", "model.num_layers=1",
         "selfplay.batch_size=8", "search.num_simulations=4", "eval.num_prompts=16",
-        "optim.steps_per_iteration=2", "optim.decay_steps=50"]
+        "optim.steps_per_iteration=2", "optim.decay_steps=50",
+        # The learner without found answers and replay: smaller programs for the tests that
+        # only need a run. The default learner runs in test_train_faults (kills, NaN),
+        # mesh_checks (DEFAULT_LEARNER, 4 devices) and test_loop_learns.
+        "optim.found_weight=0", "replay.capacity=0"]
+DEFAULT_LEARNER = ["optim.found_weight=1", "replay.capacity=64"]
 # The tiny run's: a curriculum, and a temperature that does not depend on `iterations`, so that
 # a resume to a larger total redoes an iteration exactly.
 CURRICULUM = ["task.curriculum=true", "task.curriculum_threshold=0",
