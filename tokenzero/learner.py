@@ -106,7 +106,7 @@ def found_demos(traj: Trajectory, min_reward: float | jax.Array) -> DemoBatch:
   answer = jnp.take_along_axis(traj.found, jnp.clip(cols - start, 0, traj.found.shape[1] - 1),
                                axis=1)
   in_answer = (cols >= start) & (cols < start + traj.found_len[:, None])
-  tokens = jnp.where(cols < start, traj.tokens, jnp.where(in_answer, answer, traj.tokens))
+  tokens = jnp.where(in_answer, answer, traj.tokens)  # the prompt before it stays as played
   taught = (traj.found_reward >= min_reward)[:, None]
   return DemoBatch(tokens=tokens.astype(traj.tokens.dtype), target_mask=in_answer & taught)
 
